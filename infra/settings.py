@@ -113,6 +113,15 @@ class ObservabilitySettings(_Group):
     metrics_port: int = Field(0, ge=0, description="Prometheus /metrics port; 0 = disabled")
 
 
+class StackSettings(_Group):
+    """Ports of the embedded stack (only used for components that are not configured)."""
+
+    kafka_port: int = 19092
+    postgres_port: int = 15432
+    redis_port: int = 16379
+    broker_storage: str = Field("memory://tansu/", description="tansu storage engine URL")
+
+
 class Settings(BaseSettings):
     """All of waferstream's configuration; see README "Configuration"."""
 
@@ -134,6 +143,7 @@ class Settings(BaseSettings):
     retry: RetrySettings = RetrySettings()
     model: ModelSettings = ModelSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
+    stack: StackSettings = StackSettings()
 
     def with_embedded(self) -> Settings:
         """Fill unconfigured URLs from the running embedded stack, if there is one."""

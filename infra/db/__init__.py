@@ -1,0 +1,1 @@
+"""PostgreSQL access through asyncpg: the pool and versioned migrations."""

@@ -1,0 +1,1 @@
+"""Kafka runtime on confluent-kafka: admin, producer, dead-letter queue and the consumer loop."""

@@ -1,0 +1,65 @@
+"""Local-directory backend: the zero-setup default and the lab/test store."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from infra.objectstore.base import ObjectNotFound, ObjectStore
+
+
+class LocalObjectStore(ObjectStore):
+    """Objects are files under ``root``; writes are atomic (temp file + rename)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / self._check_key(key)).resolve()
+        if self.root not in path.parents:
+            raise ValueError(f"object key {key!r} escapes the store root")
+        return path
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return self.uri(key)
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise ObjectNotFound(key) from None
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def list(self, prefix: str = "") -> list[str]:
+        keys = (
+            p.relative_to(self.root).as_posix()
+            for p in self.root.rglob("*")
+            if p.is_file() and not p.name.startswith(".tmp-")
+        )
+        return sorted(k for k in keys if k.startswith(prefix))
+
+    def uri(self, key: str) -> str:
+        return self._path(key).as_uri()
+
+    def key_of(self, uri: str) -> str:
+        prefix = self.root.as_uri() + "/"
+        if not uri.startswith(prefix):
+            raise ValueError(f"{uri} is not in {self.root}")
+        return uri[len(prefix) :]
