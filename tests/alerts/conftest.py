@@ -1,0 +1,315 @@
+"""Fixtures for the alert notifier tests: real PostgreSQL and Redis, local capture servers.
+
+Why capture servers and not mocks: the channels' real HTTP and SMTP code must
+run end to end; only the far side (Slack, MES, the mail relay) is replaced.
+Each test gets a fresh PostgreSQL schema and Redis key prefix, so tests are
+independent and leave nothing behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import threading
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import numpy as np
+import pytest
+import redis
+import redis.asyncio
+from aiosmtpd.controller import Controller
+
+from consumers.alerts import AlertConfig, AlertSubject, Notifier, RetryPolicy, parse_config
+from consumers.alerts.delivery import DeadLetter
+from ml.taxonomy import pattern_index
+
+PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+MIGRATION = Path(__file__).resolve().parents[2] / "infra" / "migrations" / "0002_alerts.sql"
+FAST_RETRY = RetryPolicy(max_attempts=3, base_delay_s=0.01, max_delay_s=0.02)
+
+
+# ---------------------------------------------------------------- HTTP capture
+
+
+@dataclass(frozen=True)
+class Captured:
+    path: str
+    headers: dict[str, str]
+    body: Any
+    ok: bool
+
+
+@dataclass
+class HttpCapture:
+    """A local webhook endpoint: records requests, can fail the first N per path."""
+
+    server: ThreadingHTTPServer
+    requests: list[Captured] = field(default_factory=list)
+    fail_first: dict[str, int] = field(default_factory=dict)
+    status_on_fail: dict[str, int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+
+    def received(self, path: str) -> list[Any]:
+        """Bodies of the requests on ``path`` that were answered with 200."""
+        with self.lock:
+            return [r.body for r in self.requests if r.path == path and r.ok]
+
+    def attempts(self, path: str) -> int:
+        with self.lock:
+            return sum(1 for r in self.requests if r.path == path)
+
+
+def _handler(capture: HttpCapture) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server naming
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            with capture.lock:
+                remaining = capture.fail_first.get(self.path, 0)
+                ok = remaining == 0
+                if not ok:
+                    capture.fail_first[self.path] = remaining - 1
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                capture.requests.append(Captured(self.path, headers, body, ok))
+            self.send_response(200 if ok else capture.status_on_fail.get(self.path, 503))
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: Any) -> None:
+            """Keep test output quiet."""
+
+    return Handler
+
+
+@pytest.fixture
+def http_capture() -> Iterator[HttpCapture]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    capture = HttpCapture(server)
+    server.RequestHandlerClass = _handler(capture)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield capture
+    server.shutdown()
+    server.server_close()
+
+
+# ---------------------------------------------------------------- SMTP capture
+
+
+class _SmtpHandler:
+    def __init__(self) -> None:
+        self.messages: list[tuple[list[str], EmailMessage]] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        mail = message_from_bytes(envelope.original_content, policy=policy.default)
+        self.messages.append((list(envelope.rcpt_tos), mail))  # type: ignore[arg-type]
+        return "250 OK"
+
+
+@dataclass
+class SmtpCapture:
+    port: int
+    handler: _SmtpHandler
+
+    @property
+    def messages(self) -> list[tuple[list[str], EmailMessage]]:
+        return self.handler.messages
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def smtp_capture() -> Iterator[SmtpCapture]:
+    handler = _SmtpHandler()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield SmtpCapture(port, handler)
+    controller.stop()
+
+
+# ---------------------------------------------------------------- PostgreSQL / Redis
+
+
+@pytest.fixture
+def pg_dsn() -> Iterator[str]:
+    """DSN of a fresh schema holding the 0002_alerts tables; dropped afterwards."""
+    schema = f"alerts_{uuid.uuid4().hex[:12]}"
+
+    async def setup() -> None:
+        conn = await asyncpg.connect(PG_DSN)
+        try:
+            await conn.execute(f"CREATE SCHEMA {schema}; SET search_path TO {schema};")
+            await conn.execute(MIGRATION.read_text())
+        finally:
+            await conn.close()
+
+    async def teardown() -> None:
+        conn = await asyncpg.connect(PG_DSN)
+        try:
+            await conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        finally:
+            await conn.close()
+
+    asyncio.run(setup())
+    yield f"{PG_DSN}?search_path={schema}"
+    asyncio.run(teardown())
+
+
+@pytest.fixture
+def key_prefix() -> Iterator[str]:
+    prefix = f"test:alerts:{uuid.uuid4().hex[:12]}"
+    yield prefix
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(f"{prefix}:*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@dataclass
+class Env:
+    """Everything a test needs to build notifiers against the real servers."""
+
+    dsn: str
+    key_prefix: str
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+    async def record_dead_letter(self, letter: DeadLetter) -> None:
+        self.dead_letters.append(letter)
+
+    @contextlib.asynccontextmanager
+    async def notifier(
+        self, config: AlertConfig, retry: RetryPolicy = FAST_RETRY
+    ) -> AsyncIterator[Notifier]:
+        """A notifier with its own pool and its own Redis connection."""
+        pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=4)
+        client = redis.asyncio.Redis.from_url(REDIS_URL)
+        try:
+            async with Notifier(
+                config,
+                pool,
+                client,
+                dead_letter=self.record_dead_letter,
+                key_prefix=self.key_prefix,
+                retry=retry,
+            ) as notifier:
+                yield notifier
+        finally:
+            await client.aclose()
+            await pool.close()
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            return await conn.fetch(sql, *args)
+        finally:
+            await conn.close()
+
+
+@pytest.fixture
+def env(pg_dsn: str, key_prefix: str) -> Env:
+    return Env(pg_dsn, key_prefix)
+
+
+# ---------------------------------------------------------------- domain helpers
+
+
+def make_config(
+    http: HttpCapture | None = None,
+    smtp: SmtpCapture | None = None,
+    *,
+    rate_limit: dict[str, float] | None = None,
+    **overrides: Any,
+) -> AlertConfig:
+    """Critical LOGIC wafers go to the FA group (mail + Slack) and the MES webhook."""
+    channels: dict[str, Any] = {}
+    group_channels: list[str] = []
+    rule_channels: list[str] = []
+    if smtp is not None:
+        channels["fa-mail"] = {
+            "type": "email", "host": "127.0.0.1", "port": smtp.port,
+            "security": "none", "sender": "waferstream@fab.example",
+        }
+        group_channels.append("fa-mail")
+    if http is not None:
+        channels["fa-slack"] = {"type": "slack", "url": http.url("/slack/T000/B000/XXXX")}
+        channels["mes"] = {"type": "webhook", "url": http.url("/mes"), "token": "tok-123"}
+        group_channels.append("fa-slack")
+        rule_channels.append("mes")
+    data: dict[str, Any] = {
+        "channels": channels,
+        "groups": {"fa-logic": {"members": ["alice@fab.example"], "channels": group_channels}},
+        "rules": [
+            {
+                "name": "logic-critical",
+                "match": {"kinds": ["wafer"], "min_level": "critical", "products": ["LOGIC-*"]},
+                "groups": ["fa-logic"],
+                "channels": rule_channels,
+            }
+        ],
+        "throttle": {"dedup_ttl_s": 60, "rate_limit": rate_limit or {"max_alerts": 100, "window_s": 60}},
+        "links": {"wafer": "https://fa.example/wafer/{lot_id}/{wafer_id}"},
+    }
+    data.update(overrides)
+    return parse_config(data, env={})
+
+
+def wafer_grid(size: int = 26) -> tuple[np.ndarray, np.ndarray]:
+    """A round wafer with a diagonal scratch of failing dies labelled Scratch."""
+    yy, xx = np.mgrid[:size, :size]
+    centre = (size - 1) / 2
+    dies = np.where((yy - centre) ** 2 + (xx - centre) ** 2 <= centre**2, 1, 0).astype(np.uint8)
+    labels = np.zeros_like(dies)
+    for i in range(4, size - 4):
+        dies[i, i] = 2
+        labels[i, i] = pattern_index("Scratch")
+    return dies, labels
+
+
+def make_subject(
+    *,
+    event_id: str | None = None,
+    lot_id: str = "LOT042",
+    wafer_id: str = "07",
+    level: str = "critical",
+    score: float = 92.0,
+    product: str = "LOGIC-A7",
+    with_map: bool = True,
+) -> AlertSubject:
+    dies, labels = wafer_grid() if with_map else (None, None)
+    return AlertSubject(
+        kind="wafer",
+        event_id=event_id or f"evt-{uuid.uuid4().hex[:8]}",
+        lot_id=lot_id,
+        wafer_id=wafer_id,
+        product=product,
+        tester="T9-01",
+        severity_score=score,
+        severity_level=level,
+        dominant_pattern="Scratch",
+        patterns=["Scratch", "Random"],
+        top_clusters=[{"pattern": "Scratch", "die_count": 18, "centroid_mm": [1.5, -2.0]}],
+        occurred_at=datetime(2025, 3, 1, 12, 0, tzinfo=UTC),
+        dies=dies,
+        die_labels=labels,
+    )
