@@ -70,6 +70,8 @@ def _load_npy(path: Path) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]
     except EOFError as exc:
         raise TruncatedFileError(f"npy data ends early ({exc})") from exc
     except ValueError as exc:
+        if "could only read" in str(exc):  # numpy's wording for a short data section
+            raise TruncatedFileError(f"npy data ends early ({exc})") from exc
         raise CorruptFileError(f"not a readable .npy array ({exc})") from exc
     return _check_dies(dies, "array"), None, {}
 
@@ -169,7 +171,7 @@ def read_array(path: Path, metadata: Mapping[str, Any] | None = None) -> list[Pa
     except (KeyError, TypeError, ValueError) as exc:
         raise CorruptFileError(f"invalid metadata ({exc!r})") from exc
     if hard_bins is None:
-        hard_bins = np.where(dies > 0, dies, NO_BIN).astype(np.int16)
+        hard_bins = np.where(dies > 0, dies.astype(np.int16), np.int16(NO_BIN))
     elif not np.array_equal(dies_from_bins(hard_bins, bins), dies):
         raise CorruptFileError("npz 'hard_bins' disagree with 'dies' under the given bin definitions")
     return [

@@ -160,13 +160,14 @@ def _time(value: str | None) -> datetime | None:
     """ISO 8601 or G85's compact ``YYYYMMDDhhmmss...``; naive times are taken as UTC."""
     if not value:
         return None
-    for parse in (datetime.fromisoformat, lambda v: datetime.strptime(v[:14], "%Y%m%d%H%M%S")):
-        try:
-            moment = parse(value.strip())
-        except ValueError:
-            continue
-        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-    return None
+    text = value.strip()
+    try:
+        moment = (
+            datetime.strptime(text[:14], "%Y%m%d%H%M%S") if text.isdigit() else datetime.fromisoformat(text)
+        )
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _text(value: str | None) -> str | None:

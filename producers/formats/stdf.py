@@ -215,7 +215,7 @@ def scan(stream: BinaryIO, wanted: frozenset[int] = _WANTED) -> Iterator[tuple[R
         CorruptFileError: an unknown record type (garbage) or an invalid FAR.
         UnsupportedFormatError: not STDF V4, or a VAX CPU_TYPE.
     """
-    buf = read_checked(stream, _CHUNK, 0)
+    buf = read_checked(stream, max(_CHUNK, 6), 0)
     codec = _open_far(buf[:6])
     header = codec.header
     base, off, n, index, eof = 0, 6, len(buf), 1, False
