@@ -27,6 +27,21 @@ from consumers.alerts.store import AlertStatus, AlertStore
 log = structlog.get_logger(__name__)
 
 
+async def _send(channel: Channel, message: Message, recipient: str) -> None:
+    """Call the channel, turning unexpected exceptions into retryable failures.
+
+    Only the exception type is kept: an unforeseen error text might quote a
+    URL or credential, and a bug in one channel must not leave a row pending.
+    """
+    try:
+        await channel.send(message, recipient)
+    except DeliveryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - see docstring
+        log.error("alert.channel_bug", channel=channel.name, error_type=type(exc).__name__)
+        raise DeliveryError(f"unexpected {type(exc).__name__} in channel {channel.name}") from None
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """How often and how patiently to retry; tests use tiny delays."""
@@ -97,7 +112,7 @@ class Deliverer:
         while True:
             attempt += 1
             try:
-                await channel.send(message, recipient)
+                await _send(channel, message, recipient)
             except DeliveryError as exc:
                 await self._store.record_attempt(alert_ids, attempt, exc.reason)
                 bound.warning("alert.attempt_failed", attempt=attempt, error=exc.reason)

@@ -73,20 +73,27 @@ class DigestOutcome:
     reason: str | None = None
 
 
+async def _render(subject: AlertSubject) -> bytes | None:
+    """The PNG map, or None: a picture that cannot be drawn must not stop the alert."""
+    try:
+        return await asyncio.to_thread(
+            render_wafer_png, subject.dies, subject.die_labels, title_lines(subject)
+        )
+    except Exception:  # noqa: BLE001 - the alert text alone is still worth sending
+        log.exception("alert.render_failed", event_id=subject.event_id)
+        return None
+
+
 def _picture(subject: AlertSubject) -> Callable[[], Awaitable[bytes | None]]:
     """Render the wafer map at most once per event, and only if some target needs it."""
-    task: asyncio.Future[bytes] | None = None
+    task: asyncio.Future[bytes | None] | None = None
 
     async def get() -> bytes | None:
         nonlocal task
         if subject.dies is None:
             return None
         if task is None:
-            task = asyncio.ensure_future(
-                asyncio.to_thread(
-                    render_wafer_png, subject.dies, subject.die_labels, title_lines(subject)
-                )
-            )
+            task = asyncio.ensure_future(_render(subject))
         return await task
 
     return get

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 
+import pytest
 from PIL import Image
 from prometheus_client import REGISTRY
 
@@ -91,3 +92,20 @@ def test_replayed_event_makes_one_row_and_one_delivery(env: Env, http_capture: H
     assert len(rows) == 2
     attempts = asyncio.run(env.fetch("SELECT alert_id FROM alert_attempts"))
     assert len(attempts) == 2
+
+
+def test_map_that_cannot_be_rendered_still_sends_the_email(
+    env: Env, smtp_capture: SmtpCapture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken_render(*args: object, **kwargs: object) -> bytes:
+        raise ValueError("renderer bug")
+
+    monkeypatch.setattr("consumers.alerts.notifier.render_wafer_png", broken_render)
+
+    async def scenario() -> list:
+        async with env.notifier(make_config(smtp=smtp_capture)) as notifier:
+            return await notifier.handle(make_subject())
+
+    assert [o.status for o in asyncio.run(scenario())] == ["delivered"]
+    [(_, mail)] = smtp_capture.messages
+    assert list(mail.iter_attachments()) == []

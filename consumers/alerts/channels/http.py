@@ -28,6 +28,8 @@ async def post_json(
     """POST ``body``; raise :class:`DeliveryError` without the URL on any failure."""
     try:
         response = await client.post(url, json=body, headers=headers, timeout=timeout_s)
+    except httpx.InvalidURL as exc:
+        raise DeliveryError(redact(f"InvalidURL: {exc}"), retryable=False) from None
     except httpx.HTTPError as exc:
         raise DeliveryError(redact(f"{type(exc).__name__}: {exc}")) from None
     if response.is_success:

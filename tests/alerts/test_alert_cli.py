@@ -1,0 +1,81 @@
+"""``waferstream alerts list|ack`` against a real database."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+
+from click.testing import CliRunner
+
+from consumers.alerts import metrics
+from consumers.alerts.cli import ALERT_COMMANDS, DSN_ENV
+from tests.alerts.conftest import Env, HttpCapture, make_config, make_subject
+
+[ALERTS] = ALERT_COMMANDS
+
+
+def seed(env: Env, http: HttpCapture) -> None:
+    """Two delivered alerts for LOT042 (mes + slack), then one failed webhook for LOT077."""
+
+    async def scenario() -> None:
+        async with env.notifier(make_config(http)) as notifier:
+            await notifier.handle(make_subject(lot_id="LOT042"))
+            http.fail_first["/mes"] = 10**6
+            await notifier.handle(make_subject(lot_id="LOT077"))
+
+    asyncio.run(scenario())
+
+
+def test_list_filters_and_json(env: Env, http_capture: HttpCapture) -> None:
+    seed(env, http_capture)
+    runner = CliRunner(env={DSN_ENV: env.dsn})
+
+    result = runner.invoke(ALERTS, ["list", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.output.splitlines()]
+    assert len(rows) == 4
+    assert [r["id"] for r in rows] == sorted((r["id"] for r in rows), reverse=True)  # newest first
+
+    failed = runner.invoke(ALERTS, ["list", "--status", "failed", "--json"])
+    [row] = [json.loads(line) for line in failed.output.splitlines()]
+    assert (row["lot_id"], row["channel"]) == ("LOT077", "mes")
+    assert row["reason"].startswith("gave up after 3 attempt(s)")
+
+    by_lot = runner.invoke(ALERTS, ["list", "--lot", "LOT042", "--limit", "1"])
+    assert by_lot.exit_code == 0
+    [line] = by_lot.output.splitlines()
+    assert "LOT042/07" in line and "delivered" in line and "unacked" in line
+
+    bad = runner.invoke(ALERTS, ["list", "--status", "lost"])
+    assert bad.exit_code == 2
+
+
+def test_ack_records_the_first_acknowledgement(env: Env, http_capture: HttpCapture) -> None:
+    seed(env, http_capture)
+    runner = CliRunner(env={DSN_ENV: env.dsn})
+    [alert_id] = [r["id"] for r in asyncio.run(env.fetch("SELECT id FROM alerts WHERE status = 'failed'"))]
+
+    first = runner.invoke(ALERTS, ["ack", str(alert_id), "--by", "alice"])
+    assert first.exit_code == 0 and f"alert {alert_id} acknowledged by alice" in first.output
+    second = runner.invoke(ALERTS, ["ack", str(alert_id), "--by", "bob"])
+    assert second.exit_code == 0 and "already acknowledged by alice" in second.output
+
+    [row] = asyncio.run(env.fetch("SELECT acked_by, acked_at FROM alerts WHERE id = $1", alert_id))
+    assert row["acked_by"] == "alice" and row["acked_at"] is not None
+    listed = runner.invoke(ALERTS, ["list", "--status", "failed"])
+    assert "acked by alice" in listed.output
+
+    missing = runner.invoke(ALERTS, ["ack", "999999", "--by", "alice"])
+    assert missing.exit_code == 1 and "no alert 999999" in missing.output
+
+
+def test_missing_dsn_is_a_usage_error() -> None:
+    result = CliRunner(env={DSN_ENV: ""}).invoke(ALERTS, ["list"])
+    assert result.exit_code == 2 and DSN_ENV in result.output
+
+
+def test_metrics_module_can_be_reloaded_without_duplicate_registration() -> None:
+    before = metrics.ALERTS_SENT
+    reloaded = importlib.reload(metrics)
+    assert reloaded.ALERTS_SENT is before
