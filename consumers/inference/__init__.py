@@ -1,0 +1,1 @@
+"""Inference workers: wafer-complete events in, segmented wafers out."""
