@@ -113,6 +113,10 @@ def _load_csv(path: Path) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]
 _LOADERS: Final = {".npy": _load_npy, ".npz": _load_npz, ".csv": _load_csv}
 
 
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
 def _time(value: Any) -> datetime | None:
     if value in (None, ""):
         return None
@@ -120,7 +124,9 @@ def _time(value: Any) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _merged_metadata(path: Path, embedded: dict[str, Any], caller: Mapping[str, Any] | None) -> dict[str, Any]:
+def _merged_metadata(
+    path: Path, embedded: dict[str, Any], caller: Mapping[str, Any] | None
+) -> dict[str, Any]:
     meta = dict(embedded)
     sidecar = sidecar_path(path)
     if sidecar.exists():
@@ -159,9 +165,9 @@ def read_array(path: Path, metadata: Mapping[str, Any] | None = None) -> list[Pa
         start_time, end_time = _time(meta.get("start_time")), _time(meta.get("end_time"))
         head = None if numbers["head"] is None else int(numbers["head"])
         geometry = WaferGeometry(
-            diameter_mm=None if numbers["diameter_mm"] is None else float(numbers["diameter_mm"]),
-            die_width_mm=None if numbers["die_width_mm"] is None else float(numbers["die_width_mm"]),
-            die_height_mm=None if numbers["die_height_mm"] is None else float(numbers["die_height_mm"]),
+            diameter_mm=_optional_float(numbers["diameter_mm"]),
+            die_width_mm=_optional_float(numbers["die_width_mm"]),
+            die_height_mm=_optional_float(numbers["die_height_mm"]),
             notch=text["notch"],
             origin_x=int(numbers["origin_x"] or 0),
             origin_y=int(numbers["origin_y"] or 0),

@@ -69,7 +69,7 @@ _WANTED: Final = frozenset({MIR, MRR, HBR, SBR, WIR, WRR, WCR, PRR})
 
 #: Every record type of STDF V4 (and V4-2007). Anything else means we are
 #: reading garbage, which is reported as corruption rather than misread.
-_KNOWN: Final = frozenset(
+KNOWN_RECORDS: Final = frozenset(
     _key(t, s)
     for t, s in (
         (0, 10), (0, 20), (0, 30), (1, 10), (1, 20), (1, 30), (1, 40), (1, 50), (1, 60),
@@ -227,7 +227,7 @@ def scan(stream: BinaryIO, wanted: frozenset[int] = _WANTED) -> Iterator[tuple[R
                 key = rec_typ << 8 | rec_sub
                 if key in wanted:
                     yield RawRecord(key, buf, off + 4, end, index, base + off), codec
-                elif key not in _KNOWN and rec_typ not in _USER_TYPES:
+                elif key not in KNOWN_RECORDS and rec_typ not in _USER_TYPES:
                     raise _unknown_record(rec_len, rec_typ, rec_sub, index, base + off)
                 off = end
                 index += 1
@@ -245,7 +245,7 @@ def scan(stream: BinaryIO, wanted: frozenset[int] = _WANTED) -> Iterator[tuple[R
                 f"record header cut short: {n - off} of 4 bytes", record=index, offset=base + off
             )
         rec_len, rec_typ, rec_sub = header.unpack_from(buf, off)
-        if _key(rec_typ, rec_sub) not in _KNOWN and rec_typ not in _USER_TYPES:
+        if _key(rec_typ, rec_sub) not in KNOWN_RECORDS and rec_typ not in _USER_TYPES:
             raise _unknown_record(rec_len, rec_typ, rec_sub, index, base + off)
         raise TruncatedFileError(
             f"REC_TYP {rec_typ} REC_SUB {rec_sub} declares {rec_len} bytes, only {n - off - 4} remain",

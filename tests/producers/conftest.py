@@ -1,4 +1,4 @@
-"""Fixtures for the producer tests: STDF files written by two independent writers."""
+"""Fixtures for the producer tests."""
 
 from __future__ import annotations
 
@@ -6,29 +6,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from pystdf4 import Stdf4Writer
-from stdf_bytes_writer import StdfBytesWriter
-from wafer_scenario import write_scenario
-
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "producers"
-
-
-def scenario_bytes(order: str = "<", **kwargs: bool) -> bytes:
-    """The scenario lot as written by the byte-level writer in ``order`` ('<' or '>')."""
-    writer = StdfBytesWriter(order)
-    write_scenario(writer, cpu_type=2 if order == "<" else 1, **kwargs)
-    return bytes(writer.data)
-
-
-def pystdf4_file(path: Path) -> Path:
-    """The scenario lot as written by pystdf4 (little endian only)."""
-    with Stdf4Writer(str(path)) as writer:
-        write_scenario(writer)
-    return path
+from producer_files import pystdf4_file, scenario_bytes
 
 
 @pytest.fixture(params=["pystdf4", "bytes-little", "bytes-big"])
 def scenario_stdf(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+    """The scenario lot from each writer and byte order."""
     path = tmp_path / "lot42.stdf"
     if request.param == "pystdf4":
         return pystdf4_file(path)
@@ -38,6 +21,8 @@ def scenario_stdf(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
 
 @pytest.fixture
 def write_file(tmp_path: Path) -> Callable[[str, bytes], Path]:
+    """Write bytes to a named file in the test's temporary folder."""
+
     def write(name: str, data: bytes) -> Path:
         path = tmp_path / name
         path.write_bytes(data)

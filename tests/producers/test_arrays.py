@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FIXTURES, scenario_bytes
+from producer_files import FIXTURES, scenario_bytes
 from wafer_scenario import EXPECTED, HBR_BINS
 
 from producers.formats import (

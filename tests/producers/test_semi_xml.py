@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FIXTURES
+from producer_files import FIXTURES
 from wafer_scenario import EXPECTED, HBR_BINS
 
 from producers.formats import (

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import scenario_bytes
+from producer_files import scenario_bytes
 from stdf_bytes_writer import StdfBytesWriter
 from wafer_scenario import EXPECTED
 
