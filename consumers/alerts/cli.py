@@ -8,15 +8,14 @@ until the central settings object takes over.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import asyncpg
 import click
 
-from consumers.alerts.store import STATUSES, AlertRow, AlertStore
+from consumers.alerts.store import STATUSES, AlertRow, AlertStatus, AlertStore
 
 DSN_ENV = "WAFERSTREAM_POSTGRES_URL"
 _T = TypeVar("_T")
@@ -59,7 +58,8 @@ def alerts() -> None:
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
 def list_alerts(status: str | None, lot_id: str | None, limit: int, as_json: bool) -> None:
     """List alerts, newest first."""
-    rows = _run(lambda store: store.query(status=status, lot_id=lot_id, limit=limit))  # type: ignore[arg-type]
+    wanted = cast("AlertStatus | None", status)  # click.Choice already restricted it
+    rows = _run(lambda store: store.query(status=wanted, lot_id=lot_id, limit=limit))
     for row in rows:
         click.echo(row.model_dump_json() if as_json else _line(row))
 

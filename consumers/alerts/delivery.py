@@ -56,7 +56,8 @@ class RetryPolicy:
 
     def delay_s(self, failed_attempt: int, rng: random.Random) -> float:
         """Full-jitter delay before the attempt after ``failed_attempt`` (1-based)."""
-        return rng.uniform(0.0, min(self.max_delay_s, self.base_delay_s * 2 ** (failed_attempt - 1)))
+        ceiling = min(self.max_delay_s, self.base_delay_s * 2 ** (failed_attempt - 1))
+        return rng.uniform(0.0, ceiling)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,10 @@ from consumers.alerts.subject import AlertSubject
 _MAX_CLUSTERS = 3
 
 
+def _mm(point: tuple[float, float]) -> str:
+    return f"({point[0]:.1f}, {point[1]:.1f}) mm"
+
+
 def build_link(links: Links, subject: AlertSubject) -> str | None:
     """Fill the wafer (or lot) template, URL-quoting every value."""
     template = links.wafer if subject.kind == "wafer" else links.lot
@@ -49,8 +53,7 @@ def detail_lines(subject: AlertSubject) -> tuple[str, ...]:
         f"Patterns: {', '.join(sorted(subject.all_patterns))}",
     ]
     lines += [
-        f"Cluster: {c.pattern}, {c.die_count} dies at "
-        f"({c.centroid_mm[0]:.1f}, {c.centroid_mm[1]:.1f}) mm"
+        f"Cluster: {c.pattern}, {c.die_count} dies at {_mm(c.centroid_mm)}"
         for c in subject.top_clusters[:_MAX_CLUSTERS]
     ]
     if subject.excursion_cause:
@@ -78,7 +81,9 @@ def compose_alert(
     )
 
 
-def digest_item(subject: AlertSubject, *, rule: str, alert_id: int, link: str | None) -> dict[str, Any]:
+def digest_item(
+    subject: AlertSubject, *, rule: str, alert_id: int, link: str | None
+) -> dict[str, Any]:
     """The compact JSON form an alert takes while it waits in a digest list."""
     return {
         "alert_id": alert_id,
@@ -107,9 +112,9 @@ def compose_digest(items: list[dict[str, Any]]) -> Message:
 def title_lines(subject: AlertSubject) -> tuple[str, ...]:
     """Caption burnt into the PNG, so a forwarded picture still says what it is."""
     top = subject.top_clusters[:_MAX_CLUSTERS]
+    severity = f"{subject.severity_level.value} {subject.severity_score:.0f}/100"
     return (
         f"{subject.product}  lot {subject.lot_id}  wafer {subject.wafer_id or '-'}",
-        f"{subject.severity_level.value} {subject.severity_score:.0f}/100  {subject.dominant_pattern}",
-        *(f"{c.pattern}: {c.die_count} dies @ ({c.centroid_mm[0]:.0f},{c.centroid_mm[1]:.0f}) mm"
-          for c in top),
+        f"{severity}  {subject.dominant_pattern}",
+        *(f"{c.pattern}: {c.die_count} dies @ {_mm(c.centroid_mm)}" for c in top),
     )

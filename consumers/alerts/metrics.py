@@ -17,7 +17,7 @@ _M = TypeVar("_M", Counter, Histogram)
 
 def _get_or_create(kind: type[_M], name: str, doc: str, labels: tuple[str, ...]) -> _M:
     # prometheus_client offers no public lookup by name; this mapping is stable API in practice.
-    existing = REGISTRY._names_to_collectors.get(name)  # noqa: SLF001
+    existing = REGISTRY._names_to_collectors.get(name)
     if existing is not None:
         if not isinstance(existing, kind):
             raise TypeError(f"metric {name} already registered as {type(existing).__name__}")

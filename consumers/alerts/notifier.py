@@ -22,7 +22,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Literal
+from typing import Any, Literal, Self
 
 import asyncpg
 import httpx
@@ -79,7 +79,7 @@ async def _render(subject: AlertSubject) -> bytes | None:
         return await asyncio.to_thread(
             render_wafer_png, subject.dies, subject.die_labels, title_lines(subject)
         )
-    except Exception:  # noqa: BLE001 - the alert text alone is still worth sending
+    except Exception:  # the alert text alone is still worth sending
         log.exception("alert.render_failed", event_id=subject.event_id)
         return None
 
@@ -126,7 +126,7 @@ class Notifier:
             self._store, retry or RetryPolicy.from_settings(config.retry), dead_letter
         )
 
-    async def __aenter__(self) -> Notifier:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(
@@ -160,11 +160,19 @@ class Notifier:
         target: Target,
         picture: Callable[[], Awaitable[bytes | None]],
     ) -> AlertOutcome:
-        def outcome(status: OutcomeStatus, alert_id: int | None, reason: str | None = None) -> AlertOutcome:
-            return AlertOutcome(target.rule, target.channel, target.recipient, status, alert_id, reason)
+        def outcome(
+            status: OutcomeStatus, alert_id: int | None, reason: str | None = None
+        ) -> AlertOutcome:
+            return AlertOutcome(
+                target.rule, target.channel, target.recipient, status, alert_id, reason
+            )
 
-        bound = log.bind(event_id=subject.event_id, rule=target.rule, channel=target.channel,
-                         recipient=target.recipient)
+        bound = log.bind(
+            event_id=subject.event_id,
+            rule=target.rule,
+            channel=target.channel,
+            recipient=target.recipient,
+        )
         alert_id = await self._store.create(subject, target)
         if alert_id is None:
             metrics.ALERTS_SUPPRESSED.labels(reason="replay").inc()
@@ -172,8 +180,10 @@ class Notifier:
             return outcome("duplicate", None, "event already alerted this target")
 
         if not await self._throttle.claim(subject, target):
-            reason = (f"duplicate: {subject.wafer_key} already alerted by this rule within "
-                      f"{self._config.throttle.dedup_ttl_s:g} s")
+            reason = (
+                f"duplicate: {subject.wafer_key} already alerted by this rule within "
+                f"{self._config.throttle.dedup_ttl_s:g} s"
+            )
             await self._store.set_status([alert_id], "suppressed", reason)
             metrics.ALERTS_SUPPRESSED.labels(reason="dedup").inc()
             bound.info("alert.suppressed", alert_id=alert_id, reason=reason)
@@ -204,10 +214,15 @@ class Notifier:
         digest is taken by exactly one caller.
         """
         digests = await self._throttle.take_due_digests()
-        return list(await asyncio.gather(*(self._send_digest(d.channel, d.recipient, d.items)
-                                           for d in digests)))
+        return list(
+            await asyncio.gather(
+                *(self._send_digest(d.channel, d.recipient, d.items) for d in digests)
+            )
+        )
 
-    async def _send_digest(self, channel_name: str, recipient: str, items: list[dict]) -> DigestOutcome:
+    async def _send_digest(
+        self, channel_name: str, recipient: str, items: list[dict[str, Any]]
+    ) -> DigestOutcome:
         ids = tuple(int(i["alert_id"]) for i in items)
         message = compose_digest(items)
         channel = self._channels.get(channel_name)

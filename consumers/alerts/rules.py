@@ -210,8 +210,11 @@ class AlertConfig(_Strict):
             if rule.name in seen:
                 errors.append(f"rule {rule.name!r}: duplicate name")
             seen.add(rule.name)
-            errors += [f"rule {rule.name!r}: unknown group {g!r}" for g in rule.groups
-                       if g not in self.groups]
+            errors += [
+                f"rule {rule.name!r}: unknown group {g!r}"
+                for g in rule.groups
+                if g not in self.groups
+            ]
             for ch in rule.channels:
                 if ch not in self.channels:
                     errors.append(f"rule {rule.name!r}: unknown channel {ch!r}")
@@ -220,8 +223,11 @@ class AlertConfig(_Strict):
                         f"rule {rule.name!r}: e-mail channel {ch!r} needs recipients; "
                         "route it through a group"
                     )
-        errors += [f"throttle.per_channel: unknown channel {ch!r}"
-                   for ch in self.throttle.per_channel if ch not in self.channels]
+        errors += [
+            f"throttle.per_channel: unknown channel {ch!r}"
+            for ch in self.throttle.per_channel
+            if ch not in self.channels
+        ]
         if errors:
             raise ValueError("; ".join(errors))
         return self
@@ -258,7 +264,9 @@ def _expand_env(node: Any, env: Mapping[str, str], path: str = "") -> Any:
     return node
 
 
-def parse_config(data: Any, *, env: Mapping[str, str] | None = None, source: str = "<rules>") -> AlertConfig:
+def parse_config(
+    data: Any, *, env: Mapping[str, str] | None = None, source: str = "<rules>"
+) -> AlertConfig:
     """Validate already-parsed YAML data; errors are flattened into one readable message."""
     try:
         return AlertConfig.model_validate(_expand_env(data, os.environ if env is None else env))
@@ -269,7 +277,8 @@ def parse_config(data: Any, *, env: Mapping[str, str] | None = None, source: str
             f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
             for err in exc.errors(include_url=False, include_input=False)
         ]
-        raise AlertConfigError(f"{source}: invalid alert rules:\n  " + "\n  ".join(problems)) from None
+        listing = "\n  ".join(problems)
+        raise AlertConfigError(f"{source}: invalid alert rules:\n  {listing}") from None
 
 
 def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> AlertConfig:

@@ -101,7 +101,8 @@ class Throttle:
     async def claim(self, subject: AlertSubject, target: Target) -> bool:
         """True if no alert for this wafer, rule and target was claimed within the TTL."""
         ttl_ms = int(self._settings.dedup_ttl_s * 1000)
-        return bool(await self._redis.set(self._dedup_key(subject, target), "1", nx=True, px=ttl_ms))
+        key = self._dedup_key(subject, target)
+        return bool(await self._redis.set(key, "1", nx=True, px=ttl_ms))
 
     async def release(self, subject: AlertSubject, target: Target) -> None:
         """Forget a claim whose delivery failed, so a later event is not muted by it."""

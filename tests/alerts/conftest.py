@@ -76,7 +76,7 @@ class HttpCapture:
 
 def _handler(capture: HttpCapture) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server naming
+        def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             with capture.lock:
                 remaining = capture.fail_first.get(self.path, 0)
@@ -115,7 +115,7 @@ class _SmtpHandler:
     def __init__(self) -> None:
         self.messages: list[tuple[list[str], EmailMessage]] = []
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         mail = message_from_bytes(envelope.original_content, policy=policy.default)
         self.messages.append((list(envelope.rcpt_tos), mail))  # type: ignore[arg-type]
         return "250 OK"
@@ -247,8 +247,11 @@ def make_config(
     rule_channels: list[str] = []
     if smtp is not None:
         channels["fa-mail"] = {
-            "type": "email", "host": "127.0.0.1", "port": smtp.port,
-            "security": "none", "sender": "waferstream@fab.example",
+            "type": "email",
+            "host": "127.0.0.1",
+            "port": smtp.port,
+            "security": "none",
+            "sender": "waferstream@fab.example",
         }
         group_channels.append("fa-mail")
     if http is not None:
@@ -267,7 +270,10 @@ def make_config(
                 "channels": rule_channels,
             }
         ],
-        "throttle": {"dedup_ttl_s": 60, "rate_limit": rate_limit or {"max_alerts": 100, "window_s": 60}},
+        "throttle": {
+            "dedup_ttl_s": 60,
+            "rate_limit": rate_limit or {"max_alerts": 100, "window_s": 60},
+        },
         "links": {"wafer": "https://fa.example/wafer/{lot_id}/{wafer_id}"},
     }
     data.update(overrides)

@@ -54,7 +54,8 @@ def test_list_filters_and_json(env: Env, http_capture: HttpCapture) -> None:
 def test_ack_records_the_first_acknowledgement(env: Env, http_capture: HttpCapture) -> None:
     seed(env, http_capture)
     runner = CliRunner(env={DSN_ENV: env.dsn})
-    [alert_id] = [r["id"] for r in asyncio.run(env.fetch("SELECT id FROM alerts WHERE status = 'failed'"))]
+    failed = asyncio.run(env.fetch("SELECT id FROM alerts WHERE status = 'failed'"))
+    [alert_id] = [r["id"] for r in failed]
 
     first = runner.invoke(ALERTS, ["ack", str(alert_id), "--by", "alice"])
     assert first.exit_code == 0 and f"alert {alert_id} acknowledged by alice" in first.output

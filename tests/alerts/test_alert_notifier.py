@@ -29,7 +29,9 @@ def test_critical_scratch_wafer_reaches_webhook_slack_and_email_with_map(
 
     outcomes = asyncio.run(scenario())
     assert sorted((o.channel, o.status) for o in outcomes) == [
-        ("fa-mail", "delivered"), ("fa-slack", "delivered"), ("mes", "delivered"),
+        ("fa-mail", "delivered"),
+        ("fa-slack", "delivered"),
+        ("mes", "delivered"),
     ]
 
     [hook] = http_capture.received("/mes")
@@ -61,7 +63,9 @@ def test_critical_scratch_wafer_reaches_webhook_slack_and_email_with_map(
     assert sent("fa-mail") == mail_sent_before + 1
 
 
-def test_info_wafer_alerts_nobody(env: Env, http_capture: HttpCapture, smtp_capture: SmtpCapture) -> None:
+def test_info_wafer_alerts_nobody(
+    env: Env, http_capture: HttpCapture, smtp_capture: SmtpCapture
+) -> None:
     config = make_config(http_capture, smtp_capture)
 
     async def scenario() -> list:

@@ -23,14 +23,16 @@ EXAMPLE_ENV = {
 
 def minimal(**rule: Any) -> dict[str, Any]:
     return {
-        "channels": {"hook": {"type": "webhook", "url": "https://h.example"},
-                     "mail": {"type": "email", "host": "smtp", "sender": "a@b"}},
+        "channels": {
+            "hook": {"type": "webhook", "url": "https://h.example"},
+            "mail": {"type": "email", "host": "smtp", "sender": "a@b"},
+        },
         "groups": {"fa": {"members": ["x@fab.example"], "channels": ["mail"]}},
         "rules": [{"name": "r", "channels": ["hook"], **rule}],
     }
 
 
-def test_example_file_routes_a_critical_logic_scratch_wafer_to_group_mes_and_scratch_experts() -> None:
+def test_example_file_routes_critical_logic_scratch_to_group_mes_and_scratch_experts() -> None:
     config = load_config(EXAMPLE, env=EXAMPLE_ENV)
     targets = set(config.targets(make_subject(product="LOGIC-A7")))
     assert targets == {
@@ -66,7 +68,9 @@ def test_example_file_ignores_info_wafers_and_routes_lot_excursions() -> None:
         ({"kinds": ["lot_excursion"]}, {}, False),
     ],
 )
-def test_match_conditions(match: dict[str, Any], subject_kwargs: dict[str, Any], expected: bool) -> None:
+def test_match_conditions(
+    match: dict[str, Any], subject_kwargs: dict[str, Any], expected: bool
+) -> None:
     config = parse_config(minimal(match=match), env={})
     assert bool(config.targets(make_subject(**subject_kwargs))) is expected
 
@@ -74,7 +78,10 @@ def test_match_conditions(match: dict[str, Any], subject_kwargs: dict[str, Any],
 @pytest.mark.parametrize(
     ("data", "fragment"),
     [
-        (minimal(match={"patterns": ["scrach"]}), "rules.0.match.patterns: Value error, unknown pattern 'scrach'"),
+        (
+            minimal(match={"patterns": ["scrach"]}),
+            "rules.0.match.patterns: Value error, unknown pattern 'scrach'",
+        ),
         (minimal(groups=["nobody"]), "rule 'r': unknown group 'nobody'"),
         (minimal(channels=["mail"]), "e-mail channel 'mail' needs recipients"),
         (minimal(match={"min_level": "severe"}), "rules.0.match.min_level"),
@@ -82,7 +89,9 @@ def test_match_conditions(match: dict[str, Any], subject_kwargs: dict[str, Any],
         ({**minimal(), "rules": [{"name": "r"}]}, "notifies nobody"),
     ],
 )
-def test_invalid_rule_files_fail_with_a_located_message(data: dict[str, Any], fragment: str) -> None:
+def test_invalid_rule_files_fail_with_a_located_message(
+    data: dict[str, Any], fragment: str
+) -> None:
     with pytest.raises(AlertConfigError) as err:
         parse_config(data, env={}, source="rules.yaml")
     assert fragment in str(err.value)

@@ -64,7 +64,9 @@ async def _flush_until(
     return flushed
 
 
-def test_burst_over_the_rate_limit_rolls_up_into_one_digest(env: Env, http_capture: HttpCapture) -> None:
+def test_burst_over_the_rate_limit_rolls_up_into_one_digest(
+    env: Env, http_capture: HttpCapture
+) -> None:
     window_s = 1.5
     config = make_config(http_capture, rate_limit={"max_alerts": 3, "window_s": window_s})
     burst = [make_subject(wafer_id=f"{w:02d}") for w in range(1, 9)]
@@ -83,12 +85,15 @@ def test_burst_over_the_rate_limit_rolls_up_into_one_digest(env: Env, http_captu
     outcomes, flushed, again = asyncio.run(scenario())
     per_channel = Counter((o.channel, o.status) for o in outcomes)
     assert per_channel == {
-        ("mes", "delivered"): 3, ("mes", "digested"): 5,
-        ("fa-slack", "delivered"): 3, ("fa-slack", "digested"): 5,
+        ("mes", "delivered"): 3,
+        ("mes", "digested"): 5,
+        ("fa-slack", "delivered"): 3,
+        ("fa-slack", "digested"): 5,
     }
     assert again == []
     assert sorted((d.channel, len(d.alert_ids), d.ok) for d in flushed) == [
-        ("fa-slack", 5, True), ("mes", 5, True),
+        ("fa-slack", 5, True),
+        ("mes", 5, True),
     ]
 
     mes = http_capture.received("/mes")
@@ -96,9 +101,10 @@ def test_burst_over_the_rate_limit_rolls_up_into_one_digest(env: Env, http_captu
     assert len(mes) == 4 and len(digests) == 1
     digested_ids = {o.alert_id for o in outcomes if o.channel == "mes" and o.status == "digested"}
     assert {item["alert_id"] for item in digests[0]["alerts"]} == digested_ids
-    assert all(item["link"].startswith("https://fa.example/wafer/LOT042/") for item in digests[0]["alerts"])
+    links = [item["link"] for item in digests[0]["alerts"]]
+    assert all(link.startswith("https://fa.example/wafer/LOT042/") for link in links)
     [slack_digest] = [s for s in http_capture.received(SLACK) if s["text"].startswith("Digest: 5")]
     assert "#" in slack_digest["blocks"][1]["text"]["text"]
 
-    rows = asyncio.run(env.fetch("SELECT status, delivered_at FROM alerts WHERE status = 'digested'"))
+    rows = asyncio.run(env.fetch("SELECT delivered_at FROM alerts WHERE status = 'digested'"))
     assert len(rows) == 10 and all(r["delivered_at"] is not None for r in rows)

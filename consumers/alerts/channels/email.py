@@ -42,9 +42,7 @@ def build_email(config: EmailConfig, message: Message, recipient: str) -> EmailM
     mail["Subject"] = f"{config.subject_prefix} {message.headline}".strip()
     mail.set_content(message.text)
     if message.png is not None:
-        mail.add_attachment(
-            message.png, maintype="image", subtype="png", filename=message.png_name
-        )
+        mail.add_attachment(message.png, maintype="image", subtype="png", filename=message.png_name)
     return mail
 
 
