@@ -10,6 +10,7 @@ of crash-looping) and closes them in reverse order, flushing the producer.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -68,9 +69,24 @@ async def service_resources(settings: Settings, name: str) -> AsyncIterator[Serv
             await pool.close()
 
 
-async def run_loop(resources: ServiceResources, service: ConsumerService) -> ConsumerLoop:  # type: ignore[type-arg]
-    """Run one consumer loop until SIGTERM/SIGINT; returns it for its counters."""
+async def run_loop(
+    resources: ServiceResources,
+    service: ConsumerService,  # type: ignore[type-arg]
+    stop: asyncio.Event | None = None,
+) -> ConsumerLoop:  # type: ignore[type-arg]
+    """Run one consumer loop until SIGTERM/SIGINT (main thread) or ``stop`` is set."""
     loop = ConsumerLoop(resources.settings, service, resources.producer)
-    loop.install_signal_handlers()
-    await loop.run()
+    if threading.current_thread() is threading.main_thread():
+        loop.install_signal_handlers()
+    watcher = asyncio.create_task(_stop_when_set(stop, loop)) if stop is not None else None
+    try:
+        await loop.run()
+    finally:
+        if watcher is not None:
+            watcher.cancel()
     return loop
+
+
+async def _stop_when_set(stop: asyncio.Event, loop: ConsumerLoop) -> None:  # type: ignore[type-arg]
+    await stop.wait()
+    loop.stop()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+from functools import lru_cache
 from typing import Any
 
 import fastavro
@@ -46,7 +47,8 @@ class AvroCodec:
             conf: dict[str, str] = {"url": registry_url}
             if registry_auth:
                 conf["basic.auth.user.info"] = registry_auth
-            self._registry = SchemaRegistryClient(conf)
+            # new_client() returns the in-process mock for mock:// URLs (tests, demos).
+            self._registry = SchemaRegistryClient.new_client(conf)
         self._ids: dict[tuple[str, str], int] = {}
         self._writers_by_id: dict[int, Any] = {}
 
@@ -125,3 +127,9 @@ class AvroCodec:
                 json.loads(registered.schema_str), _write_hint=False
             )
         return self._writers_by_id[schema_id]
+
+
+@lru_cache(maxsize=8)
+def shared_codec(registry_url: str = "", registry_auth: str | None = None) -> AvroCodec:
+    """One codec (and registry client, with its schema cache) per process and registry."""
+    return AvroCodec(registry_url=registry_url, registry_auth=registry_auth)

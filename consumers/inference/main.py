@@ -10,7 +10,9 @@ from infra.settings import Settings
 from ml.serving import DEFAULT_MODEL_PATH, WaferModel
 
 
-async def run_inference(settings: Settings, lane: str = "LIVE") -> None:
+async def run_inference(
+    settings: Settings, lane: str = "LIVE", stop: asyncio.Event | None = None
+) -> None:
     """Serve the inference worker on the live or backfill lane until stopped."""
     model_path = settings.model.path or DEFAULT_MODEL_PATH
     model = await asyncio.to_thread(
@@ -19,4 +21,4 @@ async def run_inference(settings: Settings, lane: str = "LIVE") -> None:
     async with service_resources(settings, f"inference-{lane.lower()}") as res:
         worker = InferenceWorker(settings, model, res.pool, res.store, res.producer,
                                  res.producer.codec)
-        await run_loop(res, worker.service(lane))
+        await run_loop(res, worker.service(lane), stop)

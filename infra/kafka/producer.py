@@ -18,7 +18,7 @@ from infra.errors import DeliveryFailed
 from infra.metrics import MESSAGES_PRODUCED
 from infra.settings import Settings
 from schemas.topics import TopicSpec
-from schemas.wire import AvroCodec
+from schemas.wire import AvroCodec, shared_codec
 
 log = structlog.get_logger(__name__)
 
@@ -32,9 +32,9 @@ class EventProducer:
         self, settings: Settings, codec: AvroCodec | None = None, **overrides: Any
     ) -> None:
         self.settings = settings
-        self.codec = codec or AvroCodec(
-            registry_url=settings.kafka.schema_registry_url,
-            registry_auth=(
+        self.codec = codec or shared_codec(
+            settings.kafka.schema_registry_url,
+            (
                 settings.kafka.schema_registry_auth.get_secret_value()
                 if settings.kafka.schema_registry_auth
                 else None
