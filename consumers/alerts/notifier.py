@@ -26,6 +26,7 @@ from typing import Any, Literal, Self
 
 import asyncpg
 import httpx
+import numpy as np
 import structlog
 from redis.asyncio import Redis
 
@@ -73,11 +74,11 @@ class DigestOutcome:
     reason: str | None = None
 
 
-async def _render(subject: AlertSubject) -> bytes | None:
+async def _render(subject: AlertSubject, dies: np.ndarray) -> bytes | None:
     """The PNG map, or None: a picture that cannot be drawn must not stop the alert."""
     try:
         return await asyncio.to_thread(
-            render_wafer_png, subject.dies, subject.die_labels, title_lines(subject)
+            render_wafer_png, dies, subject.die_labels, title_lines(subject)
         )
     except Exception:  # the alert text alone is still worth sending
         log.exception("alert.render_failed", event_id=subject.event_id)
@@ -93,7 +94,7 @@ def _picture(subject: AlertSubject) -> Callable[[], Awaitable[bytes | None]]:
         if subject.dies is None:
             return None
         if task is None:
-            task = asyncio.ensure_future(_render(subject))
+            task = asyncio.ensure_future(_render(subject, subject.dies))
         return await task
 
     return get

@@ -125,18 +125,6 @@ class AlertStore:
         )
         return [AlertRow(**dict(r)) for r in rows]
 
-    async def get(self, alert_id: int) -> AlertRow | None:
-        row = await self._pool.fetchrow(f"SELECT {_COLUMNS} FROM alerts WHERE id = $1", alert_id)
-        return AlertRow(**dict(row)) if row else None
-
-    async def attempts(self, alert_id: int) -> list[tuple[int, bool, str | None]]:
-        """``(attempt, ok, error)`` in order, for audits and tests."""
-        rows = await self._pool.fetch(
-            "SELECT attempt, ok, error FROM alert_attempts WHERE alert_id = $1 ORDER BY attempt",
-            alert_id,
-        )
-        return [(r["attempt"], r["ok"], r["error"]) for r in rows]
-
     async def ack(self, alert_id: int, by: str) -> AlertRow | None:
         """Acknowledge an alert; the first acknowledgement wins. ``None`` if no such alert."""
         row = await self._pool.fetchrow(

@@ -300,22 +300,24 @@ def make_subject(
     level: str = "critical",
     score: float = 92.0,
     product: str = "LOGIC-A7",
-    with_map: bool = True,
 ) -> AlertSubject:
-    dies, labels = wafer_grid() if with_map else (None, None)
-    return AlertSubject(
-        kind="wafer",
-        event_id=event_id or f"evt-{uuid.uuid4().hex[:8]}",
-        lot_id=lot_id,
-        wafer_id=wafer_id,
-        product=product,
-        tester="T9-01",
-        severity_score=score,
-        severity_level=level,
-        dominant_pattern="Scratch",
-        patterns=["Scratch", "Random"],
-        top_clusters=[{"pattern": "Scratch", "die_count": 18, "centroid_mm": [1.5, -2.0]}],
-        occurred_at=datetime(2025, 3, 1, 12, 0, tzinfo=UTC),
-        dies=dies,
-        die_labels=labels,
+    dies, labels = wafer_grid()
+    # A plain dict, as the Avro decoder hands it over.
+    return AlertSubject.model_validate(
+        {
+            "kind": "wafer",
+            "event_id": event_id or f"evt-{uuid.uuid4().hex[:8]}",
+            "lot_id": lot_id,
+            "wafer_id": wafer_id,
+            "product": product,
+            "tester": "T9-01",
+            "severity_score": score,
+            "severity_level": level,
+            "dominant_pattern": "Scratch",
+            "patterns": ["Scratch", "Random"],
+            "top_clusters": [{"pattern": "Scratch", "die_count": 18, "centroid_mm": [1.5, -2.0]}],
+            "occurred_at": datetime(2025, 3, 1, 12, 0, tzinfo=UTC),
+            "dies": dies,
+            "die_labels": labels,
+        }
     )

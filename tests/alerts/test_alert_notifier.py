@@ -50,7 +50,9 @@ def test_critical_scratch_wafer_reaches_webhook_slack_and_email_with_map(
     [(rcpts, mail)] = smtp_capture.messages
     assert rcpts == ["alice@fab.example"]
     assert "CRITICAL Scratch" in mail["Subject"]
-    assert "https://fa.example/wafer/LOT%2042/07" in mail.get_body(("plain",)).get_content()
+    body = mail.get_body(("plain",))
+    assert body is not None
+    assert "https://fa.example/wafer/LOT%2042/07" in body.get_content()
     [attachment] = list(mail.iter_attachments())
     assert attachment.get_content_type() == "image/png"
     image = Image.open(io.BytesIO(attachment.get_content()))

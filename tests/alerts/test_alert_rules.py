@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from consumers.alerts import AlertConfigError, AlertSubject, load_config, parse_config
+from consumers.alerts.channels import WebhookConfig
 from consumers.alerts.rules import Target
 from tests.alerts.conftest import make_subject
 
@@ -116,7 +117,9 @@ def test_env_references_are_expanded() -> None:
     data = minimal()
     data["channels"]["hook"]["url"] = "${HOOK_URL}"
     config = parse_config(data, env={"HOOK_URL": "https://from-env.example"})
-    assert config.channels["hook"].url.get_secret_value() == "https://from-env.example"
+    hook = config.channels["hook"]
+    assert isinstance(hook, WebhookConfig)
+    assert hook.url.get_secret_value() == "https://from-env.example"
 
 
 def test_subject_validation() -> None:
