@@ -151,7 +151,7 @@ def smtp_capture() -> Iterator[SmtpCapture]:
 
 
 @pytest.fixture
-def pg_dsn() -> Iterator[str]:
+def alerts_dsn() -> Iterator[str]:
     """DSN of a fresh schema holding the 0002_alerts tables; dropped afterwards."""
     schema = f"alerts_{uuid.uuid4().hex[:12]}"
 
@@ -227,8 +227,8 @@ class Env:
 
 
 @pytest.fixture
-def env(pg_dsn: str, key_prefix: str) -> Env:
-    return Env(pg_dsn, key_prefix)
+def env(alerts_dsn: str, key_prefix: str) -> Env:
+    return Env(alerts_dsn, key_prefix)
 
 
 # ---------------------------------------------------------------- domain helpers
