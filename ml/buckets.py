@@ -1,0 +1,135 @@
+"""Resolution buckets: how a die grid of any shape becomes a model input and back.
+
+Why buckets: WM-811K grids range from ~15 to ~300 dies across (median ~33).
+One fixed input size either wastes compute on small maps or blurs dies on big
+ones. Each map goes to the smallest bucket (square side, multiple of 32 as the
+U-Net needs) that holds it, is upscaled by the largest *integer* factor that
+still fits (every die becomes a ``k x k`` block, so die boundaries stay exact
+and wafers occupy a similar pixel span whatever their grid) and is centred
+with zero padding. Outputs are averaged back over each die's block, so masks
+land on the original die grid exactly.
+
+Torch-free on purpose: training and serving import the same code, so the
+geometry can never drift between them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+
+#: Square input sides; every side is a multiple of 32 (U-Net with 5 poolings).
+BUCKETS: Final[tuple[int, ...]] = (64, 128, 256)
+
+#: Input channels: on-wafer die, failing die, normalised radius from wafer
+#: centre. The radius channel tells the network where the edge is, which is
+#: what separates Edge-Loc from Loc and Center from Donut.
+IN_CHANNELS: Final[int] = 3
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a ``rows x cols`` die grid sits inside a square bucket.
+
+    ``scale`` > 1 upsamples each die to a ``scale x scale`` block; ``stride``
+    > 1 (only for grids larger than the largest bucket) keeps every
+    ``stride``-th die, the one case where die accuracy is given up.
+    """
+
+    bucket: int
+    rows: int
+    cols: int
+    scale: int
+    stride: int
+    top: int
+    left: int
+
+
+def place(shape: tuple[int, int], buckets: Sequence[int] = BUCKETS) -> Placement:
+    """Return the placement of a die grid of ``shape`` in the smallest fitting bucket."""
+    rows, cols = int(shape[0]), int(shape[1])
+    if rows <= 0 or cols <= 0:
+        raise ValueError(f"empty die grid {shape}")
+    side = max(rows, cols)
+    for bucket in buckets:
+        if side <= bucket:
+            scale = bucket // side
+            stride = 1
+            break
+    else:
+        bucket = buckets[-1]
+        scale = 1
+        stride = math.ceil(side / bucket)
+    h = math.ceil(rows / stride) * scale
+    w = math.ceil(cols / stride) * scale
+    return Placement(bucket, rows, cols, scale, stride, (bucket - h) // 2, (bucket - w) // 2)
+
+
+def radius_map(dies: np.ndarray) -> np.ndarray:
+    """Normalised elliptical distance of each die from the wafer centre (0 centre, ~1 edge).
+
+    The ellipse is fitted to the on-wafer dies' bounding box, because die grids
+    are often non-square (rectangular dies) while the wafer is round.
+    """
+    on = np.argwhere(dies > 0)
+    rows, cols = dies.shape
+    if len(on) == 0:
+        return np.zeros(dies.shape, dtype=np.float32)
+    (r0, c0), (r1, c1) = on.min(0), on.max(0)
+    cy, cx = (r0 + r1) / 2.0, (c0 + c1) / 2.0
+    ry, rx = max((r1 - r0 + 1) / 2.0, 0.5), max((c1 - c0 + 1) / 2.0, 0.5)
+    yy, xx = np.mgrid[0:rows, 0:cols].astype(np.float32)
+    r = np.sqrt(((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2)
+    return np.where(dies > 0, r, 0.0).astype(np.float32)
+
+
+def encode(dies: np.ndarray) -> np.ndarray:
+    """Return the ``(IN_CHANNELS, rows, cols)`` float32 encoding of a die grid."""
+    dies = np.asarray(dies)
+    return np.stack(
+        [(dies > 0).astype(np.float32), (dies == 2).astype(np.float32), radius_map(dies)]
+    )
+
+
+def to_bucket(planes: np.ndarray, p: Placement) -> np.ndarray:
+    """Place ``(C, rows, cols)`` planes into a zero ``(C, bucket, bucket)`` canvas.
+
+    Works for float inputs and integer masks alike (nearest-neighbour only).
+    """
+    x = planes[:, :: p.stride, :: p.stride]
+    if p.scale > 1:
+        x = x.repeat(p.scale, axis=1).repeat(p.scale, axis=2)
+    out = np.zeros((planes.shape[0], p.bucket, p.bucket), dtype=planes.dtype)
+    out[:, p.top : p.top + x.shape[1], p.left : p.left + x.shape[2]] = x
+    return out
+
+
+def from_bucket(out: np.ndarray, p: Placement) -> np.ndarray:
+    """Map ``(C, bucket, bucket)`` outputs back to ``(C, rows, cols)`` on the die grid.
+
+    Each die's value is the mean over its ``scale x scale`` block; for strided
+    (oversized) grids each kept die's value is repeated over the skipped ones.
+    """
+    h = math.ceil(p.rows / p.stride)
+    w = math.ceil(p.cols / p.stride)
+    crop = out[:, p.top : p.top + h * p.scale, p.left : p.left + w * p.scale]
+    if p.scale > 1:
+        c = crop.shape[0]
+        crop = crop.reshape(c, h, p.scale, w, p.scale).mean(axis=(2, 4))
+    if p.stride > 1:
+        crop = crop.repeat(p.stride, axis=1).repeat(p.stride, axis=2)
+    return crop[:, : p.rows, : p.cols]
+
+
+def group_by_bucket(
+    shapes: Sequence[tuple[int, int]], buckets: Sequence[int] = BUCKETS
+) -> dict[int, list[int]]:
+    """Group map indices by bucket side so each batch has one input size."""
+    groups: dict[int, list[int]] = {}
+    for i, shape in enumerate(shapes):
+        groups.setdefault(place(shape, buckets).bucket, []).append(i)
+    return groups

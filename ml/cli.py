@@ -1,0 +1,182 @@
+"""Click commands of the ML part: train, export, evaluate, predict (``ML_COMMANDS``).
+
+Why lazy imports: ``waferstream`` starts for every subcommand, most of which
+never touch a model; torch is imported only inside ``train`` and ``export``,
+and ``evaluate``/``predict`` run on onnxruntime alone.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import numpy as np
+import structlog
+
+from ml.data import DEFAULT_DATA_DIR, TEST_FILE
+from ml.serving import DEFAULT_MODEL_PATH
+
+log = structlog.get_logger(__name__)
+
+#: The one command that rebuilds the shipped model from scratch.
+REPRODUCE = "waferstream train --out runs/default --ship ml/models"
+
+
+def ship(checkpoint: Path, out_dir: Path, data_dir: Path, synth_maps: int = 500) -> Path:
+    """Export, check parity, calibrate, evaluate (real test file + synthetic), write the card."""
+    import torch
+
+    from ml.buckets import IN_CHANNELS
+    from ml.data import fit_calib_split
+    from ml.evaluate import calibrate, update_card
+    from ml.export import export_checkpoint, parity
+    from ml.training.train import load_checkpoint
+
+    model_path = export_checkpoint(checkpoint, out_dir)
+    net, _ = load_checkpoint(checkpoint)
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.rand(3, IN_CHANNELS, 64, 96, generator=gen) > 0.5).float().numpy()
+    diff = parity(net, model_path, x)
+    click.echo(f"onnx parity max |diff| = {diff:.2e}")
+    _, calib = fit_calib_split(data_dir)
+    calibrate(model_path, calib)
+    update_card(out_dir, {"onnx_parity_max_abs_diff": diff, "reproduce": REPRODUCE})
+    run_evaluate(model_path, data_dir / TEST_FILE, None, out_dir / "eval_real.json")
+    run_evaluate(model_path, None, synth_maps, out_dir / "eval_synthetic.json")
+    return model_path
+
+
+def run_evaluate(
+    model_path: Path, dataset: Path | None, synthetic: int | None, json_out: Path | None
+) -> dict[str, object]:
+    """Evaluate on a wm811k npz or on synthetic maps; update the model card beside the model."""
+    from ml.data import load_npz
+    from ml.evaluate import confusion_png, evaluate_real, evaluate_synthetic, update_card
+
+    if dataset is not None:
+        report = evaluate_real(model_path, load_npz(dataset), str(dataset.name))
+        (model_path.parent / "confusion.png").write_bytes(
+            confusion_png(np.array(report["confusion_matrix"]), report["labels"])  # type: ignore[arg-type]
+        )
+        update_card(model_path.parent, {"eval_real": report})
+        click.echo(
+            f"{report['maps']} maps: accuracy {report['accuracy']:.4f} macro-F1 "
+            f"{report['macro_f1']:.4f} min defect recall {report['min_defect_recall']:.3f}"
+        )
+        click.echo(
+            f"ECE {report['ece_uncalibrated']:.4f} (T=1) -> {report['ece_calibrated']:.4f} "
+            f"(fitted T={report['temperature']:.3f})"
+        )
+        for name, s in report["per_class"].items():  # type: ignore[union-attr]
+            click.echo(f"  {name:10s} P {s['precision']:.3f} R {s['recall']:.3f} n={s['support']}")
+    else:
+        report = evaluate_synthetic(model_path, int(synthetic or 500))
+        update_card(model_path.parent, {"eval_synthetic": report})
+        click.echo(f"synthetic die-level mean IoU {report['mean_iou']:.4f}")
+        for name, v in report["iou"].items():  # type: ignore[union-attr]
+            click.echo(f"  {name:10s} IoU {v:.3f}")
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+@click.command("train")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("runs/default"),
+              show_default=True, help="Run directory (checkpoints, history).")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=DEFAULT_DATA_DIR,
+              show_default=True)
+@click.option("--epochs", type=int, default=None)
+@click.option("--real-per-epoch", type=int, default=None)
+@click.option("--synth-per-epoch", type=int, default=None)
+@click.option("--max-minutes", type=float, default=None)
+@click.option("--encoder", default=None, help="smp encoder name.")
+@click.option("--seed", type=int, default=None)
+@click.option("--resume", is_flag=True, help="Continue from OUT/last.pt.")
+@click.option("--ship", "ship_dir", type=click.Path(path_type=Path), default=None,
+              help="After training, export+calibrate+evaluate into this directory.")
+def train_cmd(
+    out_dir: Path, data_dir: Path, epochs: int | None, real_per_epoch: int | None,
+    synth_per_epoch: int | None, max_minutes: float | None, encoder: str | None,
+    seed: int | None, resume: bool, ship_dir: Path | None,
+) -> None:
+    """Train the wafer model (defaults reproduce the shipped model)."""
+    import dataclasses
+
+    from ml.data import fit_calib_split
+    from ml.training.model import ModelConfig
+    from ml.training.train import TrainConfig, train
+
+    overrides = {k: v for k, v in {"epochs": epochs, "real_per_epoch": real_per_epoch,
+                                   "synth_per_epoch": synth_per_epoch, "max_minutes": max_minutes,
+                                   "seed": seed}.items() if v is not None}
+    model = ModelConfig() if encoder is None else ModelConfig(encoder=encoder)
+    cfg = dataclasses.replace(TrainConfig(model=model), **overrides)
+    fit, calib = fit_calib_split(data_dir)
+    best = train(cfg, fit, calib, out_dir, resume=resume)
+    click.echo(f"best checkpoint: {best}")
+    if ship_dir is not None:
+        ship(best, ship_dir, data_dir)
+
+
+@click.command("export")
+@click.option("--checkpoint", type=click.Path(exists=True, path_type=Path), required=True)
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=DEFAULT_MODEL_PATH.parent,
+              show_default=True)
+@click.option("--data-dir", type=click.Path(path_type=Path), default=DEFAULT_DATA_DIR,
+              show_default=True)
+def export_cmd(checkpoint: Path, out_dir: Path, data_dir: Path) -> None:
+    """Export a checkpoint to ONNX, calibrate it and write its evaluated model card."""
+    click.echo(f"shipped {ship(checkpoint, out_dir, data_dir)}")
+
+
+@click.command("evaluate")
+@click.option("--dataset", type=click.Path(exists=True, path_type=Path), default=None,
+              help="wm811k-format npz with labels.")
+@click.option("--synthetic", type=int, default=None, help="Evaluate die-level IoU on N synthetic maps.")
+@click.option("--model", "model_path", type=click.Path(exists=True, path_type=Path),
+              default=DEFAULT_MODEL_PATH, show_default=True)
+@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None)
+def evaluate_cmd(
+    dataset: Path | None, synthetic: int | None, model_path: Path, json_out: Path | None
+) -> None:
+    """Report wafer-level metrics on real maps, or die-level IoU on synthetic maps."""
+    if (dataset is None) == (synthetic is None):
+        raise click.UsageError("give exactly one of --dataset or --synthetic")
+    run_evaluate(model_path, dataset, synthetic, json_out)
+
+
+@click.command("predict")
+@click.argument("map_path", type=click.Path(exists=True, path_type=Path))
+@click.option("--index", type=int, default=0, help="Map index inside a wm811k npz.")
+@click.option("--model", "model_path", type=click.Path(exists=True, path_type=Path),
+              default=DEFAULT_MODEL_PATH, show_default=True)
+@click.option("--overlay", type=click.Path(path_type=Path), default=None,
+              help="Overlay PNG path (default: MAP.overlay.png).")
+@click.option("--mc-samples", type=int, default=0, help="MC-dropout samples for BALD.")
+def predict_cmd(
+    map_path: Path, index: int, model_path: Path, overlay: Path | None, mc_samples: int
+) -> None:
+    """Print the patterns of one die map and write its overlay PNG."""
+    from ml.data import load_die_map
+    from ml.render import render_wafer_png
+    from ml.serving import WaferModel
+
+    dies = load_die_map(map_path, index)
+    model = WaferModel.load(model_path)
+    pred = model.predict([dies], mc_samples=mc_samples)[0]
+    click.echo(f"model {model.version}: {pred.label} (margin {pred.margin:.3f})")
+    for name, p in sorted(pred.pattern_probs.items(), key=lambda kv: -kv[1]):
+        click.echo(f"  {name:10s} {p:.3f}{'  *' if name in pred.patterns else ''}")
+    if pred.bald is not None:
+        click.echo(f"BALD {pred.bald:.4f}")
+    title = [f"{map_path.name} {dies.shape[0]}x{dies.shape[1]}",
+             f"{pred.label} {pred.pattern_probs[pred.label]:.2f} | {model.version}"]
+    overlay = overlay or map_path.with_name(map_path.stem + ".overlay.png")
+    overlay.write_bytes(render_wafer_png(dies, pred.die_labels, title))
+    click.echo(f"overlay: {overlay}")
+
+
+#: The commands infra/cli.py registers on the ``waferstream`` group.
+ML_COMMANDS: list[click.Command] = [train_cmd, evaluate_cmd, predict_cmd, export_cmd]

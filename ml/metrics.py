@@ -1,0 +1,95 @@
+"""Pure-numpy metrics shared by training (validation), evaluation and calibration.
+
+Why separate from the evaluation driver: training computes the same macro-F1
+it is later judged by, without importing onnxruntime, and evaluation computes
+it without importing torch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ml.taxonomy import PATTERNS
+
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray, n: int = len(PATTERNS)) -> np.ndarray:
+    """Confusion matrix, rows = true label, columns = predicted label."""
+    cm = np.zeros((n, n), dtype=np.int64)
+    np.add.at(cm, (y_true, y_pred), 1)
+    return cm
+
+
+def per_class(cm: np.ndarray) -> dict[str, dict[str, float]]:
+    """Precision, recall, F1 and support per PATTERNS name from a confusion matrix."""
+    tp = np.diag(cm).astype(float)
+    pred = cm.sum(0).astype(float)
+    true = cm.sum(1).astype(float)
+    prec = np.divide(tp, pred, out=np.zeros_like(tp), where=pred > 0)
+    rec = np.divide(tp, true, out=np.zeros_like(tp), where=true > 0)
+    f1 = np.divide(2 * prec * rec, prec + rec, out=np.zeros_like(tp), where=(prec + rec) > 0)
+    return {
+        name: {
+            "precision": float(prec[k]),
+            "recall": float(rec[k]),
+            "f1": float(f1[k]),
+            "support": int(true[k]),
+        }
+        for k, name in enumerate(PATTERNS)
+    }
+
+
+def macro_f1(cm: np.ndarray) -> float:
+    """Mean F1 over the classes that occur in the ground truth."""
+    stats = per_class(cm)
+    f1s = [s["f1"] for s in stats.values() if s["support"] > 0]
+    return float(np.mean(f1s)) if f1s else 0.0
+
+
+def expected_calibration_error(conf: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
+    """ECE of top-1 confidence: mean |accuracy - confidence| over equal-width bins."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        sel = which == b
+        if sel.any():
+            ece += sel.mean() * abs(float(correct[sel].mean()) - float(conf[sel].mean()))
+    return float(ece)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Numerically stable logistic function."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
+    """Temperature minimising multi-label binary cross-entropy (grid + refinement).
+
+    One scalar for all classes: enough to fix the over-confidence that
+    class-balanced sampling and long training cause, without over-fitting
+    the small calibration split.
+    """
+
+    def nll(t: float) -> float:
+        p = np.clip(sigmoid(logits / t), 1e-7, 1 - 1e-7)
+        return float(-(targets * np.log(p) + (1 - targets) * np.log(1 - p)).mean())
+
+    grid = np.exp(np.linspace(np.log(0.25), np.log(8.0), 61))
+    best = float(grid[np.argmin([nll(t) for t in grid])])
+    fine = best * np.exp(np.linspace(-0.06, 0.06, 25))
+    return float(fine[np.argmin([nll(t) for t in fine])])
+
+
+def iou_per_class(
+    true_masks: list[np.ndarray], pred_masks: list[np.ndarray], n: int = len(PATTERNS)
+) -> np.ndarray:
+    """Dataset-level IoU per code (intersection and union summed over all maps)."""
+    inter = np.zeros(n)
+    union = np.zeros(n)
+    for t, p in zip(true_masks, pred_masks, strict=True):
+        for k in range(n):
+            tk, pk = t == k, p == k
+            inter[k] += np.count_nonzero(tk & pk)
+            union[k] += np.count_nonzero(tk | pk)
+    return np.divide(inter, union, out=np.full(n, np.nan), where=union > 0)

@@ -1,0 +1,123 @@
+"""Training samples and bucketed batches: augmentation, encoding, targets.
+
+Why hand-rolled batching instead of a DataLoader: maps of one batch must share
+a bucket (one input size), the data is tiny and already in memory, and on a
+2-core machine worker processes only steal cores from the forward pass.
+
+A sample is a die grid plus a wafer-level target and, for synthetic maps, a
+die-level mask (``None`` for real maps, whose masks are unknown).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+
+from ml.buckets import encode, place, to_bucket
+from ml.synth import RANDOM
+
+#: Mask value for pixels without a die-level target (real maps).
+IGNORE: int = 255
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One training map: dies (uint8), wafer target (multi-hot), optional die mask."""
+
+    dies: np.ndarray
+    target: np.ndarray
+    mask: np.ndarray | None
+
+
+def build_augment() -> A.Compose:
+    """Label-preserving geometry: every WM-811K pattern is invariant to these.
+
+    Nearest-neighbour everywhere so die codes stay in {0, 1, 2} and masks
+    stay aligned with the dies they label; borders fill with "no die".
+    """
+    nearest = {"interpolation": cv2.INTER_NEAREST, "mask_interpolation": cv2.INTER_NEAREST}
+    return A.Compose(
+        [
+            A.HorizontalFlip(p=0.5),
+            A.VerticalFlip(p=0.5),
+            A.RandomRotate90(p=0.5),
+            A.Rotate(limit=15, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0, p=0.3, **nearest),
+            A.GridDistortion(
+                num_steps=5, distort_limit=0.15, border_mode=cv2.BORDER_CONSTANT, p=0.2, **nearest
+            ),
+        ]
+    )
+
+
+def fail_noise(
+    dies: np.ndarray, mask: np.ndarray | None, rng: np.random.Generator, max_rate: float = 0.02
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Flip a few passing dies to failing (isolated fails, so labelled Random).
+
+    Real yields vary lot to lot; this keeps the model from keying on the
+    exact background fail density.
+    """
+    flip = (dies == 1) & (rng.random(dies.shape) < rng.uniform(0.0, max_rate))
+    dies = np.where(flip, np.uint8(2), dies)
+    if mask is not None:
+        mask = np.where(flip, np.uint8(RANDOM), mask)
+    return dies, mask
+
+
+def augment(
+    s: Sample, aug: A.Compose, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Apply geometry + fail-noise to a sample; masks stay zero off failing dies."""
+    if s.mask is None:
+        dies = aug(image=s.dies)["image"]
+        mask = None
+    else:
+        out = aug(image=s.dies, mask=s.mask)
+        dies, mask = out["image"], out["mask"]
+    dies, mask = fail_noise(np.ascontiguousarray(dies), mask, rng)
+    if mask is not None:
+        mask = np.where(dies == 2, mask, np.uint8(0))
+    return dies, mask
+
+
+def iter_batches(
+    samples: Sequence[Sample],
+    batch_size: int,
+    rng: np.random.Generator,
+    aug: A.Compose | None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Yield (x, wafer_target, mask, has_mask) batches, one bucket per batch, shuffled.
+
+    Augmentation runs before bucketing (90-degree rotations can change the
+    grid's shape, hence its bucket); the bucket is chosen from the original
+    shape's longest side, which rotation preserves.
+    """
+    groups: dict[int, list[int]] = {}
+    for i, s in enumerate(samples):
+        groups.setdefault(place(s.dies.shape).bucket, []).append(i)
+    chunks: list[np.ndarray] = []
+    for idx in groups.values():
+        perm = rng.permutation(np.array(idx))
+        chunks.extend(perm[j : j + batch_size] for j in range(0, len(perm), batch_size))
+    for c in rng.permutation(len(chunks)):
+        xs, ms, ts, hs = [], [], [], []
+        for i in chunks[c]:
+            s = samples[int(i)]
+            dies, mask = augment(s, aug, rng) if aug is not None else (s.dies, s.mask)
+            p = place(dies.shape)
+            xs.append(to_bucket(encode(dies), p))
+            m = np.full(dies.shape, IGNORE, np.uint8) if mask is None else mask
+            ms.append(to_bucket(m[None], p)[0])
+            ts.append(s.target)
+            hs.append(mask is not None)
+        yield (
+            torch.from_numpy(np.stack(xs)),
+            torch.from_numpy(np.stack(ts)),
+            torch.from_numpy(np.stack(ms).astype(np.int64)),
+            torch.tensor(hs),
+        )

@@ -1,0 +1,80 @@
+"""The wafer model: smp U-Net with a die-mask head, a wafer-level head and an embedding.
+
+Why one network: the die-level masks (learnt from synthetic maps) and the
+wafer-level patterns (learnt from real and synthetic maps) share the encoder,
+so real maps shape the features the masks use, and serving runs one graph.
+
+Outputs of ``forward``: ``mask_logits (N, 9, H, W)``, ``wafer_logits (N, 9)``
+and ``embedding (N, D)``. The wafer head is ``Dropout -> Linear`` on the
+embedding, so MC-dropout only needs the embedding and the last layer: serving
+runs that last layer as a separate tiny ONNX graph with explicit dropout
+masks (see ml/export.py), instead of re-running the whole U-Net per sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import segmentation_models_pytorch as smp
+import torch
+from torch import nn
+
+from ml.buckets import IN_CHANNELS
+from ml.taxonomy import PATTERNS
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture hyper-parameters, stored in checkpoints and model cards."""
+
+    encoder: str = "tu-mobilenetv3_small_100"
+    encoder_depth: int = 4
+    decoder_channels: tuple[int, ...] = (64, 32, 16, 16)
+    embedding_dim: int = 128
+    dropout: float = 0.3
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-friendly form."""
+        d = asdict(self)
+        d["decoder_channels"] = list(self.decoder_channels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, object]) -> ModelConfig:
+        """Inverse of ``to_dict``."""
+        d = dict(d)
+        d["decoder_channels"] = tuple(d["decoder_channels"])  # type: ignore[arg-type]
+        return cls(**d)  # type: ignore[arg-type]
+
+
+class WaferNet(nn.Module):
+    """U-Net (die masks) + pooled deepest features -> embedding -> wafer logits."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        unet = smp.Unet(
+            encoder_name=cfg.encoder,
+            encoder_weights=None,  # no network access; binary maps are far from ImageNet
+            encoder_depth=cfg.encoder_depth,
+            decoder_channels=cfg.decoder_channels,
+            in_channels=IN_CHANNELS,
+            classes=len(PATTERNS),
+        )
+        self.encoder = unet.encoder
+        self.decoder = unet.decoder
+        self.seg_head = unet.segmentation_head
+        feat = self.encoder.out_channels[-1]
+        # Mean + max pooling: max keeps small patterns (Scratch, Loc) visible.
+        self.embed = nn.Sequential(nn.Linear(2 * feat, cfg.embedding_dim), nn.ReLU())
+        self.head_dropout = nn.Dropout(cfg.dropout)
+        self.head = nn.Linear(cfg.embedding_dim, len(PATTERNS))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Return (mask_logits, wafer_logits, embedding)."""
+        feats = self.encoder(x)
+        mask_logits = self.seg_head(self.decoder(feats))
+        deep = feats[-1]
+        pooled = torch.cat([deep.mean(dim=(2, 3)), deep.amax(dim=(2, 3))], dim=1)
+        emb = self.embed(pooled)
+        return mask_logits, self.head(self.head_dropout(emb)), emb

@@ -1,0 +1,263 @@
+"""Training loop: real maps (wafer labels) + synthetic maps (die masks), resumable.
+
+Why this mix: real WM-811K maps carry only wafer-level labels and are what the
+model is judged on; synthetic maps carry die-level masks. Each epoch draws a
+class-balanced sample of real maps (inverse-frequency^power sampling, because
+Near-full has 43 maps and none 10k) plus freshly generated synthetic maps.
+Loss = BCE on wafer logits for all maps + (Dice + Focal) on die masks for
+synthetic maps only. AdamW with a per-step cosine schedule; early stopping
+and model selection on real calib-split macro-F1; a time budget so the
+default run fits the 45-minute CPU target whatever the machine's load.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import structlog
+import torch
+from segmentation_models_pytorch.losses import DiceLoss, FocalLoss
+from torch import nn
+from tqdm import tqdm
+
+from ml.buckets import encode, from_bucket, place, to_bucket
+from ml.data import WaferSet
+from ml.metrics import confusion, iou_per_class, macro_f1, per_class
+from ml.synth import SynthMap, generate, generate_many, wafer_target
+from ml.taxonomy import DEFECT_PATTERNS, PATTERNS
+from ml.training.batches import IGNORE, Sample, build_augment, iter_batches
+from ml.training.model import ModelConfig, WaferNet
+
+log = structlog.get_logger(__name__)
+
+#: Seed streams for synthetic maps; disjoint so validation maps are never trained on.
+SYNTH_TRAIN_SEED = 1
+SYNTH_VAL_SEED = 2
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training hyper-parameters (recorded in checkpoints and the model card)."""
+
+    epochs: int = 12
+    real_per_epoch: int = 6000
+    synth_per_epoch: int = 2000
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    mask_weight: float = 1.0
+    synth_wafer_weight: float = 0.5
+    balance_power: float = 0.6
+    patience: int = 4
+    max_minutes: float = 42.0
+    seed: int = 0
+    synth_val: int = 300
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-friendly form."""
+        d = asdict(self)
+        d["model"] = self.model.to_dict()
+        return d
+
+
+def seed_everything(seed: int) -> None:
+    """Fix every RNG training touches."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def real_samples(ws: WaferSet) -> list[Sample]:
+    """Wrap real maps as samples with one-hot wafer targets and no mask."""
+    eye = np.eye(len(PATTERNS), dtype=np.float32)
+    return [Sample(m, eye[k], None) for m, k in zip(ws.maps, ws.labels, strict=True)]
+
+
+def synth_samples(maps: list[SynthMap]) -> list[Sample]:
+    """Wrap synthetic maps as samples with multi-hot targets and die masks."""
+    return [Sample(m.dies, wafer_target(m.patterns), m.die_labels) for m in maps]
+
+
+def balanced_draw(labels: np.ndarray, n: int, power: float, rng: np.random.Generator) -> np.ndarray:
+    """Draw ``n`` indices with class weight proportional to count**-power."""
+    counts = np.bincount(labels, minlength=len(PATTERNS)).astype(float)
+    w = np.where(counts > 0, counts ** (-power), 0.0)[labels]
+    return rng.choice(len(labels), size=n, replace=True, p=w / w.sum())
+
+
+def predict_batched(
+    net: WaferNet, maps: list[np.ndarray], device: torch.device, batch_size: int = 64
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Eval-mode wafer logits (N, 9) and die-grid mask argmax per map (for validation)."""
+    net.eval()
+    logits = np.zeros((len(maps), len(PATTERNS)), dtype=np.float32)
+    masks: list[np.ndarray] = [np.zeros(0)] * len(maps)
+    groups: dict[int, list[int]] = {}
+    for i, m in enumerate(maps):
+        groups.setdefault(place(m.shape).bucket, []).append(i)
+    with torch.no_grad():
+        for idx in groups.values():
+            for j in range(0, len(idx), batch_size):
+                chunk = idx[j : j + batch_size]
+                pls = [place(maps[i].shape) for i in chunk]
+                x = np.stack([to_bucket(encode(maps[i]), p) for i, p in zip(chunk, pls)])
+                mask_logits, wafer_logits, _ = net(torch.from_numpy(x).to(device))
+                logits[chunk] = wafer_logits.cpu().numpy()
+                ml = mask_logits.cpu().numpy()
+                for row, (i, p) in enumerate(zip(chunk, pls)):
+                    grid = from_bucket(ml[row], p)
+                    lab = grid[1:].argmax(0).astype(np.uint8) + 1  # failing dies carry a pattern
+                    masks[i] = np.where(maps[i] == 2, lab, 0).astype(np.uint8)
+    return logits, masks
+
+
+def validate(
+    net: WaferNet, calib: WaferSet, synth_val: list[SynthMap], device: torch.device
+) -> dict[str, object]:
+    """Real calib macro-F1/per-class recall and synthetic die-level mean IoU."""
+    logits, _ = predict_batched(net, calib.maps, device)
+    cm = confusion(calib.labels, logits.argmax(1))
+    _, masks = predict_batched(net, [m.dies for m in synth_val], device)
+    iou = iou_per_class([m.die_labels for m in synth_val], masks)
+    return {
+        "macro_f1": macro_f1(cm),
+        "recall": {k: round(v["recall"], 3) for k, v in per_class(cm).items()},
+        "mean_iou": float(np.nanmean(iou[1:])),
+        "iou": {name: round(float(iou[k + 1]), 3) for k, name in enumerate(DEFECT_PATTERNS)},
+    }
+
+
+class Losses(nn.Module):
+    """Wafer BCE (all maps) + Dice/Focal on die masks (maps with masks only)."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.bce = nn.BCEWithLogitsLoss(reduction="none")
+        self.dice = DiceLoss(mode="multiclass", from_logits=True, ignore_index=IGNORE)
+        self.focal = FocalLoss(mode="multiclass", ignore_index=IGNORE)
+
+    def forward(
+        self,
+        mask_logits: torch.Tensor,
+        wafer_logits: torch.Tensor,
+        target: torch.Tensor,
+        mask: torch.Tensor,
+        has_mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Return the total loss and its parts (for logging)."""
+        weights = torch.where(has_mask, self.cfg.synth_wafer_weight, 1.0)
+        wafer = (self.bce(wafer_logits, target).mean(1) * weights).sum() / weights.sum()
+        total = wafer
+        parts = {"wafer": wafer.item()}
+        if bool(has_mask.any()):
+            ml, mt = mask_logits[has_mask], mask[has_mask]
+            seg = self.dice(ml, mt) + self.focal(ml, mt)
+            total = total + self.cfg.mask_weight * seg
+            parts["mask"] = seg.item()
+        return total, parts
+
+
+def train(
+    cfg: TrainConfig, fit: WaferSet, calib: WaferSet, out_dir: Path, resume: bool = False
+) -> Path:
+    """Train, checkpointing ``last.pt`` every epoch and ``best.pt`` on calib macro-F1.
+
+    Returns the path of the best checkpoint. With ``resume``, continues from
+    ``out_dir/last.pt`` (model, optimiser, schedule, RNG and history).
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    seed_everything(cfg.seed)
+    net = WaferNet(cfg.model).to(device)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = (cfg.real_per_epoch + cfg.synth_per_epoch + cfg.batch_size - 1) // cfg.batch_size
+    # Warm-up then cosine decay; +8 steps per epoch because bucket grouping
+    # leaves up to one partial batch per bucket.
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=cfg.lr, total_steps=cfg.epochs * (steps_per_epoch + 8), pct_start=0.1,
+        anneal_strategy="cos",
+    )
+    losses = Losses(cfg).to(device)
+    aug = build_augment()
+    synth_val = [generate(SYNTH_VAL_SEED, i) for i in range(cfg.synth_val)]
+    state: dict[str, object] = {"epoch": 0, "best_f1": -1.0, "bad_epochs": 0, "history": [],
+                                "elapsed_s": 0.0}
+    last, best = out_dir / "last.pt", out_dir / "best.pt"
+    if resume and last.exists():
+        ck = torch.load(last, map_location=device, weights_only=False)
+        net.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optim"])
+        sched.load_state_dict(ck["sched"])
+        state = ck["state"]
+        log.info("resumed", epoch=state["epoch"], best_f1=state["best_f1"])
+    start = time.monotonic() - float(state["elapsed_s"])  # type: ignore[arg-type]
+    while int(state["epoch"]) < cfg.epochs:  # type: ignore[call-overload]
+        epoch = int(state["epoch"])  # type: ignore[call-overload]
+        rng = np.random.default_rng([cfg.seed, epoch])
+        torch.manual_seed(cfg.seed * 1000 + epoch)
+        idx = balanced_draw(fit.labels, cfg.real_per_epoch, cfg.balance_power, rng)
+        samples = real_samples(fit.subset(idx)) + synth_samples(
+            generate_many(SYNTH_TRAIN_SEED, cfg.synth_per_epoch, start=epoch * cfg.synth_per_epoch)
+        )
+        net.train()
+        run: dict[str, float] = {}
+        bar = tqdm(
+            iter_batches(samples, cfg.batch_size, rng, aug),
+            total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", mininterval=10,
+        )
+        for n, (x, target, mask, has_mask) in enumerate(bar, start=1):
+            mask_logits, wafer_logits, _ = net(x.to(device))
+            loss, parts = losses(
+                mask_logits, wafer_logits, target.to(device), mask.to(device), has_mask.to(device)
+            )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if sched.last_epoch + 1 < sched.total_steps:
+                sched.step()
+            for k, v in parts.items():
+                run[k] = run.get(k, 0.0) + (v - run.get(k, 0.0)) / n
+            bar.set_postfix({k: f"{v:.3f}" for k, v in run.items()}, refresh=False)
+        metrics = validate(net, calib, synth_val, device)
+        elapsed = time.monotonic() - start
+        state["epoch"] = epoch + 1
+        state["elapsed_s"] = elapsed
+        state["history"].append({"epoch": epoch + 1, "loss": run, **metrics,  # type: ignore[union-attr]
+                                 "elapsed_s": round(elapsed, 1)})
+        improved = float(metrics["macro_f1"]) > float(state["best_f1"])  # type: ignore[arg-type]
+        if improved:
+            state["best_f1"] = metrics["macro_f1"]
+            state["bad_epochs"] = 0
+        else:
+            state["bad_epochs"] = int(state["bad_epochs"]) + 1  # type: ignore[call-overload]
+        log.info("epoch", epoch=epoch + 1, loss=run, elapsed_s=round(elapsed), **metrics)
+        ck = {"model": net.state_dict(), "optim": opt.state_dict(), "sched": sched.state_dict(),
+              "state": state, "config": cfg.to_dict()}
+        torch.save(ck, last)
+        if improved:
+            torch.save({"model": net.state_dict(), "config": cfg.to_dict(), "state": state}, best)
+        (out_dir / "history.json").write_text(json.dumps(state["history"], indent=1))
+        if int(state["bad_epochs"]) >= cfg.patience:  # type: ignore[call-overload]
+            log.info("early_stop", epoch=epoch + 1)
+            break
+        if elapsed / 60 * (epoch + 2) / (epoch + 1) > cfg.max_minutes:
+            log.info("time_budget_reached", elapsed_min=round(elapsed / 60, 1))
+            break
+    return best
+
+
+def load_checkpoint(path: Path) -> tuple[WaferNet, dict[str, object]]:
+    """Load a checkpoint's network (eval mode, CPU) and its stored config."""
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    cfg = ModelConfig.from_dict(ck["config"]["model"])
+    net = WaferNet(cfg)
+    net.load_state_dict(ck["model"])
+    net.eval()
+    return net, ck

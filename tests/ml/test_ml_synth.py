@@ -1,0 +1,43 @@
+"""Generator invariants: masks only on failing dies, every fail labelled, seeds reproducible."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ml.synth import RANDOM, generate, wafer_target
+from ml.taxonomy import DEFECT_PATTERNS, pattern_index
+
+
+@pytest.mark.parametrize("index", range(40))
+def test_masks_live_exactly_on_failing_dies(index: int) -> None:
+    m = generate(11, index)
+    assert m.dies.shape == m.die_labels.shape
+    assert set(np.unique(m.dies)) <= {0, 1, 2}
+    fail = m.dies == 2
+    assert not m.die_labels[~fail].any(), "labels on passing or missing dies"
+    assert (m.die_labels[fail] > 0).all(), "a failing die without a code"
+    assert len(m.patterns) <= 4 and len(set(m.patterns)) == len(m.patterns)
+
+
+@pytest.mark.parametrize("name", [p for p in DEFECT_PATTERNS if p != "Random"])
+def test_forced_pattern_paints_its_code(name: str) -> None:
+    hits = sum(
+        bool((generate(3, i, patterns=(name,)).die_labels == pattern_index(name)).any())
+        for i in range(10)
+    )
+    assert hits >= 8
+    assert wafer_target((name,))[pattern_index(name)] == 1.0
+
+
+def test_none_wafers_only_carry_random_fails() -> None:
+    m = generate(3, 0, patterns=())
+    assert set(np.unique(m.die_labels[m.dies == 2])) <= {RANDOM}
+    assert wafer_target(())[0] == 1.0
+
+
+def test_same_seed_same_map_and_different_seed_differs() -> None:
+    a, b, c = generate(7, 5), generate(7, 5), generate(8, 5)
+    assert np.array_equal(a.dies, b.dies) and np.array_equal(a.die_labels, b.die_labels)
+    assert a.patterns == b.patterns
+    assert a.dies.shape != c.dies.shape or not np.array_equal(a.dies, c.dies)

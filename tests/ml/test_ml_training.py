@@ -1,0 +1,70 @@
+"""Training lowers the loss, checkpoints resume, ONNX matches PyTorch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from ml.buckets import IN_CHANNELS
+from ml.synth import generate
+from ml.training.batches import build_augment, iter_batches
+from ml.training.model import WaferNet
+from ml.training.train import Losses, load_checkpoint, seed_everything, synth_samples, train
+
+
+def test_a_few_steps_lower_the_loss(tiny_config) -> None:  # type: ignore[no-untyped-def]
+    seed_everything(0)
+    net = WaferNet(tiny_config.model)
+    losses = Losses(tiny_config)
+    batch = next(iter_batches(synth_samples([generate(0, i) for i in range(16)]), 16,
+                              np.random.default_rng(0), None))
+    opt = torch.optim.AdamW(net.parameters(), lr=3e-3)
+    history = []
+    for _ in range(12):
+        x, target, mask, has_mask = batch
+        mask_logits, wafer_logits, _ = net(x)
+        loss, _ = losses(mask_logits, wafer_logits, target, mask, has_mask)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        history.append(loss.item())
+    assert history[-1] < 0.8 * history[0]
+
+
+def test_augmented_batches_keep_masks_on_fails() -> None:
+    samples = synth_samples([generate(1, i) for i in range(8)])
+    x, target, mask, has_mask = next(iter_batches(samples, 8, np.random.default_rng(1), build_augment()))
+    assert x.shape[1] == IN_CHANNELS and x.shape[2] % 32 == 0
+    assert has_mask.all() and target.shape == (8, 9)
+    fail = x[:, 1] > 0.5
+    assert not mask[~fail].any()
+
+
+def test_training_run_checkpoints_and_resumes(trained_run: Path, tiny_config, real_fixture: Path) -> None:  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    from ml.data import load_npz
+
+    history = json.loads((trained_run / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert (trained_run / "best.pt").exists()
+    ws = load_npz(real_fixture)
+    train(replace(tiny_config, epochs=3), ws, ws, trained_run, resume=True)
+    history = json.loads((trained_run / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+
+
+def test_onnx_export_matches_pytorch(trained_run: Path, tiny_model: Path) -> None:
+    from ml.export import parity
+
+    net, _ = load_checkpoint(trained_run / "best.pt")
+    x = (np.random.default_rng(0).random((3, IN_CHANNELS, 64, 96)) > 0.5).astype(np.float32)
+    assert parity(net, tiny_model, x) < 1e-4
+    sess = ort.InferenceSession(str(tiny_model), providers=["CPUExecutionProvider"])
+    assert sess.get_modelmeta() is not None
+    shapes = [o.shape for o in sess.get_outputs()]
+    assert shapes[0][0] == "batch" and shapes[0][2] == "height"
