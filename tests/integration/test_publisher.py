@@ -1,0 +1,198 @@
+"""ATE publisher and drop-folder watcher against a real broker and object store.
+
+Acceptance: a broker outage while 100 files arrive loses and duplicates
+nothing and keeps lot order; re-publishing a file is deduped by its
+content-derived event ids; bad files are quarantined with a reason while the
+watcher keeps publishing the good ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+
+from infra.kafka.admin import ensure_topics
+from infra.settings import Settings
+from infra.stack.components import Broker
+from producers.cli import publish
+from producers.publisher import Publisher
+from producers.watcher import DropFolderWatcher
+from schemas.topics import WAFER_TEST_COMPLETED
+from schemas.wire import shared_codec
+from tests.servers import free_port
+
+pytestmark = pytest.mark.integration
+
+
+def consume_all(settings: Settings, topic: str, idle_s: float = 1.5) -> list[Message]:
+    """Every record of a (prefixed) topic, all partitions from the beginning, until idle."""
+    consumer = Consumer({
+        **settings.kafka.client_config(), "group.id": f"check-{uuid.uuid4().hex}",
+        "enable.auto.commit": False,
+    })
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    got: list[Message] = []
+    try:
+        while (msg := consumer.poll(idle_s)) is not None:
+            if not msg.error():
+                got.append(msg)
+    finally:
+        consumer.close()
+    return got
+
+
+def decoded(messages: list[Message]) -> list[dict[str, Any]]:
+    codec = shared_codec()
+    return [codec.decode(m.value(), "wafer_test_completed") for m in messages]
+
+
+def write_wafer(folder: Path, name: str, lot: str, wafer: str, *, seed: int = 0,
+                product: str = "PMIC-A7", sidecar: bool = True, age_s: float = 60.0) -> Path:
+    """A pass/fail .npy map with its metadata sidecar, modified ``age_s`` ago (settled)."""
+    rng = np.random.default_rng(seed)
+    dies = rng.choice(np.array([1, 1, 1, 2], dtype=np.uint8), size=(8, 9))
+    dies[0, 0] = 0
+    path = folder / name
+    np.save(path, dies)
+    if sidecar:
+        (folder / f"{name}.json").write_text(json.dumps({
+            "lot_id": lot, "wafer_id": wafer, "product": product, "tester": "ATE-01",
+            "test_program": "SORT1", "end_time": f"2024-05-01T10:{seed % 60:02d}:00",
+        }))
+    past = time.time() - age_s
+    os.utime(path, (past, past))
+    return path
+
+
+def with_bootstrap(settings: Settings, address: str) -> Settings:
+    return settings.model_copy(
+        update={"kafka": settings.kafka.model_copy(update={"bootstrap_servers": address})}
+    )
+
+
+def test_outage_while_100_files_arrive_delivers_each_once_in_lot_order(
+    settings: Settings, tmp_path: Path
+) -> None:
+    broker = Broker(Path(tempfile.mkdtemp(prefix="ws-outage-")), free_port())
+    settings = with_bootstrap(settings, broker.start())
+    ensure_topics(settings, (WAFER_TEST_COMPLETED,))
+    broker.stop()
+
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    lots = [f"LOT{n}" for n in range(4)]
+    for i in range(100):  # lots interleave as four testers finish wafers
+        lot = lots[i % 4]
+        write_wafer(drop, f"f{i:03d}.npy", lot, f"{lot}-W{i // 4:02d}", seed=i)
+    publisher = Publisher(settings, message_timeout_ms=1000)
+    watcher = DropFolderWatcher(publisher, drop, settle_s=1.0)
+    try:
+        report = watcher.run_once()
+        assert len(report.published) == 100 and not report.quarantined
+        assert report.delivered == 0
+        assert publisher.spool.backlog() == 100
+        assert len(list((drop / "done").glob("*.npy"))) == 100
+
+        broker.start()
+        ensure_topics(settings, (WAFER_TEST_COMPLETED,))
+        assert publisher.drain(timeout_s=30)
+        assert publisher.spool.backlog() == 0
+        events = decoded(consume_all(settings, settings.topic(WAFER_TEST_COMPLETED.name)))
+    finally:
+        publisher.close()
+        broker.stop()
+
+    assert len(events) == 100
+    assert len({e["event_id"] for e in events}) == 100
+    by_lot: dict[str, list[str]] = defaultdict(list)
+    for event in events:
+        by_lot[event["lot_id"]].append(event["wafer_id"])
+    for lot in lots:
+        assert by_lot[lot] == [f"{lot}-W{n:02d}" for n in range(25)]
+    assert all(e["source_uri"].startswith("file://") and e["source_format"] == "npy" for e in events)
+
+
+def test_republishing_a_file_is_deduped_by_event_id(settings: Settings, tmp_path: Path) -> None:
+    ensure_topics(settings, (WAFER_TEST_COMPLETED,))
+    path = write_wafer(tmp_path, "w1.npy", "LOTA", "LOTA-W01", seed=3)
+    publisher = Publisher(settings)
+    try:
+        first = publisher.spool_file(path)
+        assert publisher.drain(timeout_s=20)
+        again = publisher.spool_file(path)
+        assert publisher.drain(timeout_s=20)
+    finally:
+        publisher.close()
+    assert first.newly_spooled == 1 and again.newly_spooled == 0
+    assert again.event_ids == first.event_ids and again.archive_uri == first.archive_uri
+    messages = consume_all(settings, settings.topic(WAFER_TEST_COMPLETED.name))
+    assert [dict(m.headers())["event_id"].decode() for m in messages] == list(first.event_ids)
+    assert messages[0].key() == b"LOTA"
+
+
+def test_watcher_quarantines_bad_files_and_publishes_good_ones(
+    settings: Settings, tmp_path: Path
+) -> None:
+    ensure_topics(settings, (WAFER_TEST_COMPLETED,))
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    good = [write_wafer(drop, f"good{n}.npy", "LOTG", f"LOTG-W{n}", seed=n) for n in range(2)]
+    truncated = write_wafer(drop, "truncated.npy", "LOTG", "LOTG-W9", seed=9)
+    truncated.write_bytes(truncated.read_bytes()[:-20])  # data section cut short
+    (drop / "corrupt.csv").write_text("1,2\n1,7,1\n")
+    (drop / "unknown.bin").write_bytes(b"\x00\x01garbage")
+    write_wafer(drop, "nolot.npy", "", "", seed=5, sidecar=False)
+    fresh = write_wafer(drop, "fresh.npy", "LOTG", "LOTG-W5", seed=5, age_s=0)
+    (drop / "partial.stdf.part").write_bytes(b"\x00")
+    for path in drop.iterdir():  # everything but `fresh` has settled
+        if path != fresh:
+            os.utime(path, (time.time() - 60, time.time() - 60))
+
+    publisher = Publisher(settings)
+    watcher = DropFolderWatcher(publisher, drop, settle_s=30)
+    try:
+        report = watcher.run_once()
+    finally:
+        publisher.close()
+
+    assert sorted(p.name for p in report.published) == ["good0.npy", "good1.npy"]
+    assert report.delivered == 2
+    quarantine = drop / "quarantine"
+    expected = {"truncated.npy": "TruncatedFileError", "corrupt.csv": "CorruptFileError",
+                "unknown.bin": "UnsupportedFormatError", "nolot.npy": "UnpublishableFileError"}
+    for name, error in expected.items():
+        assert (quarantine / name).exists()
+        assert (quarantine / f"{name}.reason.txt").read_text().startswith(error)
+    assert (quarantine / "truncated.npy.json").exists()  # the sidecar travels with its file
+    assert all((drop / "done" / g.name).exists() and not g.exists() for g in good)
+    assert fresh.exists() and fresh in report.waiting
+    assert (drop / "partial.stdf.part").exists()
+    events = decoded(consume_all(settings, settings.topic(WAFER_TEST_COMPLETED.name)))
+    assert sorted(e["wafer_id"] for e in events) == ["LOTG-W0", "LOTG-W1"]
+
+
+def test_publish_dry_run_prints_a_summary_and_publishes_nothing(
+    settings: Settings, tmp_path: Path
+) -> None:
+    path = write_wafer(tmp_path, "w.npy", "LOTD", "LOTD-W01", seed=4, product="MCU-M4")
+    result = CliRunner().invoke(publish, [str(path), "--dry-run", "--json"], obj=settings)
+    assert result.exit_code == 0, result.output
+    [summary] = json.loads(result.output)
+    [wafer] = summary["wafers"]
+    assert (wafer["lot_id"], wafer["wafer_id"], wafer["product"], wafer["grid"]) == (
+        "LOTD", "LOTD-W01", "MCU-M4", [8, 9])
+    assert wafer["dies"] == wafer["pass"] + wafer["fail"] == 71
+    assert not (settings.data_dir / "publisher-spool.sqlite").exists()
+    assert not (tmp_path / "objects").exists()
