@@ -33,12 +33,13 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "WAFERSTREAM_REDIS__URL": settings.redis.url.get_secret_value(),
         "WAFERSTREAM_OBJECT_STORE__URL": settings.object_store.url,
         "WAFERSTREAM_OBSERVABILITY__LOG_FORMAT": "json",
+        "WAFERSTREAM_MODEL__PATH": settings.model.path,
     }
 
 
 def spawn_service(settings: Settings, *args: str) -> subprocess.Popen[bytes]:
-    log = open(settings.data_dir / f"{'-'.join(args)}-{uuid.uuid4().hex[:6]}.log", "wb")  # noqa: SIM115
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    log = open(settings.data_dir / f"{'-'.join(args)}-{uuid.uuid4().hex[:6]}.log", "wb")  # noqa: SIM115
     return subprocess.Popen(
         [sys.executable, "-m", "infra", *args], env=settings_env(settings),
         stdout=log, stderr=subprocess.STDOUT,

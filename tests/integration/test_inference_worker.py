@@ -8,6 +8,8 @@ import threading
 from urllib.parse import urlparse
 
 from consumers.inference.main import run_inference
+from pydantic import SecretStr
+
 from infra.kafka.admin import ensure_topics
 from infra.kafka.producer import EventProducer
 from infra.settings import Settings
@@ -128,7 +130,7 @@ def test_database_outage_pauses_retries_and_resumes_without_loss(settings: Setti
     proxy.up()
     proxied = real._replace(netloc=f"{real.username}@127.0.0.1:{proxy.port}").geturl()
     settings = settings.model_copy(update={"postgres": settings.postgres.model_copy(
-        update={"url": proxied})})
+        update={"url": SecretStr(proxied)})})
     ensure_topics(settings)
     dsn = real.geturl()
     first, second = wafer_events(30, seed=31)[:10], wafer_events(30, seed=31)[10:]
