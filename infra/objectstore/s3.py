@@ -71,7 +71,9 @@ class S3ObjectStore(ObjectStore):
             raise DependencyUnavailable("object_store", exc) from exc
 
     def list(self, prefix: str = "") -> list[str]:
-        full = self._name(prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
+        if ".." in prefix.split("/"):
+            raise ValueError(f"unsafe object key prefix {prefix!r}")
+        full = f"{self.prefix}/{prefix}" if self.prefix else prefix
         skip = len(self.prefix) + 1 if self.prefix else 0
         try:
             names = [
