@@ -35,7 +35,7 @@ from tests.servers import free_port
 pytestmark = pytest.mark.integration
 
 
-def consume_all(settings: Settings, topic: str, idle_s: float = 1.5) -> list[Message]:
+def consume_all(settings: Settings, topic: str, idle_s: float = 1.0) -> list[Message]:
     """Every record of a (prefixed) topic, all partitions from the beginning, until idle."""
     consumer = Consumer({
         **settings.kafka.client_config(), "group.id": f"check-{uuid.uuid4().hex}",
