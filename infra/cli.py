@@ -29,8 +29,14 @@ def main() -> None:
 
 
 @main.command()
-def config() -> None:
+@click.option("--reference", is_flag=True, help="print the Markdown reference of every variable")
+def config(reference: bool) -> None:
     """Print the effective configuration (secrets masked) as JSON."""
+    if reference:
+        from infra.settings import reference_markdown
+
+        click.echo(reference_markdown(), nl=False)
+        return
     click.echo(json.dumps(_settings().masked(), indent=2, default=str))
 
 

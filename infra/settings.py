@@ -30,25 +30,27 @@ class KafkaSettings(_Group):
     """Connection and client tuning for confluent-kafka."""
 
     bootstrap_servers: str = Field("", description="host:port list; empty = embedded broker")
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="librdkafka security.protocol"
+    )
     sasl_mechanism: str | None = Field(None, description="PLAIN, SCRAM-SHA-256, SCRAM-SHA-512")
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
-    ssl_ca_location: str | None = None
+    sasl_username: str | None = Field(None, description="SASL user (or API key)")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (or API secret)")
+    ssl_ca_location: str | None = Field(None, description="CA bundle for TLS")
     schema_registry_url: str = Field(
         "", description="Confluent Schema Registry URL; empty = Avro single-object encoding"
     )
     schema_registry_auth: SecretStr | None = Field(None, description="user:password")
-    compression_type: str = "zstd"
-    linger_ms: int = 5
+    compression_type: str = Field("zstd", description="producer compression codec")
+    linger_ms: int = Field(5, description="producer batching delay")
     session_timeout_ms: int = Field(
         6000, description="Low default: a new group gets its first message in ~3 s, not ~23 s"
     )
-    max_poll_interval_ms: int = 300_000
+    max_poll_interval_ms: int = Field(300_000, description="max time between polls")
     batch_max_messages: int = Field(64, ge=1, description="consumer micro-batch size (N)")
     batch_max_wait_ms: int = Field(50, ge=1, description="consumer micro-batch window (T)")
     commit_interval_s: float = Field(1.0, gt=0, description="how often stored offsets are committed")
-    dlq_suffix: str = ".dlq"
+
 
     def client_config(self) -> dict[str, Any]:
         """The librdkafka keys shared by producers, consumers and admin clients."""
@@ -71,9 +73,9 @@ class PostgresSettings(_Group):
     url: SecretStr = Field(
         SecretStr(""), description="postgresql:// DSN; empty = embedded PostgreSQL"
     )
-    pool_min_size: int = 1
-    pool_max_size: int = 8
-    command_timeout_s: float = 30.0
+    pool_min_size: int = Field(1, description="asyncpg pool minimum")
+    pool_max_size: int = Field(8, description="asyncpg pool maximum")
+    command_timeout_s: float = Field(30.0, description="per-statement timeout")
 
 
 class RedisSettings(_Group):
@@ -86,39 +88,41 @@ class ObjectStoreSettings(_Group):
         description="s3://bucket[/prefix] (with endpoint) or file:///path; empty = <data_dir>/objects",
     )
     endpoint: str = Field("", description="S3 endpoint host:port, e.g. 127.0.0.1:9000")
-    access_key: SecretStr | None = None
-    secret_key: SecretStr | None = None
-    secure: bool = False
-    region: str | None = None
+    access_key: SecretStr | None = Field(None, description="S3 access key")
+    secret_key: SecretStr | None = Field(None, description="S3 secret key")
+    secure: bool = Field(False, description="HTTPS to the S3 endpoint")
+    region: str | None = Field(None, description="S3 region")
 
 
 class RetrySettings(_Group):
     """Backoff for dependency outages (database, object store): never poison."""
 
-    initial_s: float = 0.2
-    max_s: float = 10.0
-    multiplier: float = 2.0
+    initial_s: float = Field(0.2, description="first retry delay after an outage")
+    max_s: float = Field(10.0, description="retry delay cap")
+    multiplier: float = Field(2.0, description="backoff growth per attempt")
 
 
 class ModelSettings(_Group):
     path: str = Field("", description="ONNX model file; empty = the model shipped in ml/models")
-    intra_op_threads: int = 1
+    intra_op_threads: int = Field(1, description="onnxruntime threads per worker process")
     mc_samples: int = Field(0, description="MC-dropout samples for BALD; 0 = off")
     min_cluster_dies: int = Field(3, ge=1, description="clusters smaller than this are dropped")
 
 
 class ObservabilitySettings(_Group):
-    log_format: Literal["auto", "json", "console"] = "auto"
-    log_level: str = "INFO"
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="auto = JSON unless stderr is a TTY"
+    )
+    log_level: str = Field("INFO", description="minimum log level")
     metrics_port: int = Field(0, ge=0, description="Prometheus /metrics port; 0 = disabled")
 
 
 class StackSettings(_Group):
     """Ports of the embedded stack (only used for components that are not configured)."""
 
-    kafka_port: int = 19092
-    postgres_port: int = 15432
-    redis_port: int = 16379
+    kafka_port: int = Field(19092, description="embedded broker port")
+    postgres_port: int = Field(15432, description="embedded PostgreSQL port")
+    redis_port: int = Field(16379, description="embedded Redis port")
     broker_storage: str = Field("memory://tansu/", description="tansu storage engine URL")
 
 
@@ -133,7 +137,9 @@ class Settings(BaseSettings):
         frozen=True,
     )
 
-    environment: Literal["development", "production", "test"] = "development"
+    environment: Literal["development", "production", "test"] = Field(
+        "development", description="production disables dev-broker workarounds"
+    )
     data_dir: Path = Field(Path(".waferstream"), description="embedded stack data and state")
     topic_prefix: str = Field("", description="prefix for every topic name (multi-tenant clusters)")
     kafka: KafkaSettings = KafkaSettings()
@@ -177,3 +183,21 @@ class Settings(BaseSettings):
 def load_settings() -> Settings:
     """Settings from the environment, completed from the embedded stack's state file."""
     return Settings().with_embedded()
+
+
+def reference_markdown() -> str:
+    """The configuration reference table (docs/configuration.md is generated from this)."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            annotation = field.annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                walk(annotation, f"{prefix}{name.upper()}__")
+                continue
+            default = field.default
+            shown = "" if isinstance(default, SecretStr) or default is None else str(default)
+            lines.append(f"| `{prefix}{name.upper()}` | `{shown}` | {field.description or ''} |")
+
+    walk(Settings, "WAFERSTREAM_")
+    return "\n".join(lines) + "\n"

@@ -98,7 +98,9 @@ class InferenceWorker:
     async def process(self, batch: list[Decoded[WaferInput]]) -> None:
         inputs = [item.value for item in batch]
         started = time.perf_counter()
-        predictions = await asyncio.to_thread(self.model.predict, [w.dies for w in inputs])
+        predictions = await asyncio.to_thread(
+            self.model.predict, [w.dies for w in inputs], self.settings.model.mc_samples
+        )
         per_wafer_ms = (time.perf_counter() - started) * 1000 / len(inputs)
         segmented = await asyncio.to_thread(self._segmented_events, inputs, predictions, per_wafer_ms)
         await write_results(self.pool, [(w.event, s) for w, s in zip(inputs, segmented, strict=True)])

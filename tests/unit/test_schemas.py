@@ -127,3 +127,25 @@ def test_incompatible_change_fails_the_ci_check(tmp_path: Path, edit, reason: st
 def test_ci_check_command_passes_on_the_shipped_schemas() -> None:
     result = CliRunner().invoke(main, ["schemas", "check"])
     assert result.exit_code == 0, result.output
+
+
+def test_configuration_reference_is_current() -> None:
+    from infra.settings import reference_markdown
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    assert reference_markdown() in doc, "run: waferstream config --reference (see docs/configuration.md)"
+
+
+def test_config_command_masks_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    from infra.settings import load_settings
+
+    monkeypatch.setenv("WAFERSTREAM_KAFKA__SASL_PASSWORD", "hunter2")
+    monkeypatch.setenv("WAFERSTREAM_POSTGRES__URL", "postgresql://u:pgsecret@db/x")
+    load_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(main, ["config"])
+    finally:
+        load_settings.cache_clear()
+    assert result.exit_code == 0
+    assert "hunter2" not in result.output and "pgsecret" not in result.output
+    assert json.loads(result.output)["kafka"]["sasl_password"] == "**********"

@@ -1,0 +1,94 @@
+"""CLI commands on a tiny exported model: evaluate (real + synthetic), predict, calibrate."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+from click.testing import CliRunner
+from PIL import Image
+
+from ml.cli import ML_COMMANDS, evaluate_cmd, predict_cmd
+from ml.data import fit_calib_split, load_die_map, load_npz, stratified_split
+from ml.synth import generate
+from ml.taxonomy import PATTERNS
+
+
+def _copy_model(tiny_model: Path, dst: Path) -> Path:
+    shutil.copytree(tiny_model.parent, dst)
+    return dst / tiny_model.name
+
+
+def test_commands_are_exposed_by_name() -> None:
+    assert {c.name for c in ML_COMMANDS} == {"train", "evaluate", "predict", "export"}
+
+
+def test_evaluate_real_writes_report_png_and_card(tiny_model: Path, real_fixture: Path, tmp_path: Path) -> None:
+    model = _copy_model(tiny_model, tmp_path / "m")
+    out = tmp_path / "eval.json"
+    res = CliRunner().invoke(
+        evaluate_cmd, ["--dataset", str(real_fixture), "--model", str(model), "--json", str(out)]
+    )
+    assert res.exit_code == 0, res.output
+    report = json.loads(out.read_text())
+    cm = np.array(report["confusion_matrix"])
+    assert cm.shape == (9, 9) and cm.sum() == report["maps"] == len(load_npz(real_fixture))
+    assert 0.0 <= report["macro_f1"] <= 1.0 and set(report["per_class"]) == set(PATTERNS)
+    assert "ECE" in res.output
+    png = (model.parent / "confusion.png").read_bytes()
+    assert Image.open(io.BytesIO(png)).size[0] > 300
+    card = json.loads((model.parent / "model_card.json").read_text())
+    assert card["eval_real"]["macro_f1"] == report["macro_f1"]
+    assert "macro-F1" in (model.parent / "model_card.md").read_text()
+
+
+def test_evaluate_synthetic_reports_iou(tiny_model: Path, tmp_path: Path) -> None:
+    model = _copy_model(tiny_model, tmp_path / "m")
+    out = tmp_path / "synth.json"
+    res = CliRunner().invoke(
+        evaluate_cmd, ["--synthetic", "6", "--model", str(model), "--json", str(out)]
+    )
+    assert res.exit_code == 0, res.output
+    report = json.loads(out.read_text())
+    assert set(report["iou"]) == set(PATTERNS[1:])
+    assert 0.0 <= report["mean_iou"] <= 1.0
+
+
+def test_calibration_stores_a_positive_temperature(tiny_model: Path, real_fixture: Path, tmp_path: Path) -> None:
+    from ml.evaluate import calibrate
+
+    model = _copy_model(tiny_model, tmp_path / "m")
+    t = calibrate(model, load_npz(real_fixture))
+    assert t > 0 and json.loads((model.parent / "model_card.json").read_text())["temperature"] == t
+
+
+def test_predict_prints_patterns_and_writes_overlay(tiny_model: Path, tmp_path: Path) -> None:
+    m = generate(21, 0)
+    npy = tmp_path / "wafer.npy"
+    np.save(npy, m.dies)
+    png = tmp_path / "wafer.png"
+    Image.fromarray((m.dies * 127).astype(np.uint8)).save(png)
+    assert np.array_equal(load_die_map(png), m.dies)
+    for path in (npy, png):
+        res = CliRunner().invoke(predict_cmd, [str(path), "--model", str(tiny_model), "--mc-samples", "3"])
+        assert res.exit_code == 0, res.output
+        assert "BALD" in res.output and any(name in res.output for name in PATTERNS)
+        overlay = path.with_name(path.stem + ".overlay.png")
+        assert Image.open(overlay).size[0] >= 200
+
+
+def test_fixed_split_is_stratified_disjoint_and_stable() -> None:
+    labels = np.repeat(np.arange(9), [50, 20, 10, 10, 10, 10, 3, 5, 7])
+    keep, held = stratified_split(labels, 0.1)
+    assert not set(keep) & set(held) and len(keep) + len(held) == len(labels)
+    assert set(labels[held]) == set(range(9))
+    assert np.array_equal(held, stratified_split(labels, 0.1)[1])
+
+
+def test_real_split_holds_every_class() -> None:
+    fit, calib = fit_calib_split()
+    assert set(calib.labels.tolist()) == set(range(9))
+    assert len(fit) + len(calib) == 18030
