@@ -127,19 +127,20 @@ def test_outage_while_100_files_arrive_delivers_each_once_in_lot_order(
 def test_republishing_a_file_is_deduped_by_event_id(settings: Settings, tmp_path: Path) -> None:
     ensure_topics(settings, (WAFER_TEST_COMPLETED,))
     path = write_wafer(tmp_path, "w1.npy", "LOTA", "LOTA-W01", seed=3)
+    first = CliRunner().invoke(publish, [str(path)], obj=settings)
+    assert first.exit_code == 0, first.output
+    assert f"{path}: 1 wafers (1 new)" in first.output
     publisher = Publisher(settings)
     try:
-        first = publisher.spool_file(path)
-        assert publisher.drain(timeout_s=20)
         again = publisher.spool_file(path)
         assert publisher.drain(timeout_s=20)
     finally:
         publisher.close()
-    assert first.newly_spooled == 1 and again.newly_spooled == 0
-    assert again.event_ids == first.event_ids and again.archive_uri == first.archive_uri
+    assert again.newly_spooled == 0
     messages = consume_all(settings, settings.topic(WAFER_TEST_COMPLETED.name))
-    assert [dict(m.headers())["event_id"].decode() for m in messages] == list(first.event_ids)
+    assert [dict(m.headers())["event_id"].decode() for m in messages] == list(again.event_ids)
     assert messages[0].key() == b"LOTA"
+    assert decoded(messages)[0]["source_uri"] == again.archive_uri
 
 
 def test_watcher_quarantines_bad_files_and_publishes_good_ones(
