@@ -217,11 +217,12 @@ def demo(wafers: int, timeout: float) -> None:
 
 
 def _register_optional() -> None:
-    """Commands owned by other packages (model training, alerts)."""
+    """Commands owned by other packages (model, alerts, producers)."""
     from consumers.alerts.cli import ALERT_COMMANDS
     from ml.cli import ML_COMMANDS
+    from producers.cli import PRODUCER_COMMANDS
 
-    for command in [*ML_COMMANDS, *ALERT_COMMANDS]:
+    for command in [*ML_COMMANDS, *ALERT_COMMANDS, *PRODUCER_COMMANDS]:
         main.add_command(command)
 
 

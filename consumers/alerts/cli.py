@@ -1,31 +1,32 @@
 """``waferstream alerts list|ack``: what FA engineers use to see and claim alerts.
 
 Exposed as :data:`ALERT_COMMANDS` so the main CLI can mount the group without
-this package knowing about it. The DSN comes from ``WAFERSTREAM_POSTGRES_URL``
-until the central settings object takes over.
+this package knowing about it. The DSN comes from the central settings
+(``WAFERSTREAM_POSTGRES__URL``, or the running embedded stack).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Awaitable, Callable
 from typing import TypeVar, cast
 
 import asyncpg
 import click
 
+from infra.settings import load_settings
 from consumers.alerts.store import STATUSES, AlertRow, AlertStatus, AlertStore
 
-DSN_ENV = "WAFERSTREAM_POSTGRES_URL"
 _T = TypeVar("_T")
 
 
 def _run(action: Callable[[AlertStore], Awaitable[_T]]) -> _T:
     """Run one store call on a short-lived pool (a CLI call is one round trip)."""
-    dsn = os.environ.get(DSN_ENV)
+    dsn = load_settings().postgres.url.get_secret_value()
     if not dsn:
-        raise click.UsageError(f"set {DSN_ENV} to the PostgreSQL URL")
+        raise click.UsageError(
+            "no PostgreSQL configured: set WAFERSTREAM_POSTGRES__URL or run `waferstream stack up`"
+        )
 
     async def main() -> _T:
         pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)

@@ -34,9 +34,6 @@ from consumers.alerts import AlertConfig, AlertSubject, Notifier, RetryPolicy, p
 from consumers.alerts.delivery import DeadLetter
 from ml.taxonomy import pattern_index
 
-PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
-REDIS_URL = "redis://127.0.0.1:6379/0"
-MIGRATION = Path(__file__).resolve().parents[2] / "infra" / "migrations" / "0002_alerts.sql"
 FAST_RETRY = RetryPolicy(max_attempts=3, base_delay_s=0.01, max_delay_s=0.02)
 
 
@@ -151,35 +148,16 @@ def smtp_capture() -> Iterator[SmtpCapture]:
 
 
 @pytest.fixture
-def alerts_dsn() -> Iterator[str]:
-    """DSN of a fresh schema holding the 0002_alerts tables; dropped afterwards."""
-    schema = f"alerts_{uuid.uuid4().hex[:12]}"
-
-    async def setup() -> None:
-        conn = await asyncpg.connect(PG_DSN)
-        try:
-            await conn.execute(f"CREATE SCHEMA {schema}; SET search_path TO {schema};")
-            await conn.execute(MIGRATION.read_text())
-        finally:
-            await conn.close()
-
-    async def teardown() -> None:
-        conn = await asyncpg.connect(PG_DSN)
-        try:
-            await conn.execute(f"DROP SCHEMA {schema} CASCADE")
-        finally:
-            await conn.close()
-
-    asyncio.run(setup())
-    yield f"{PG_DSN}?search_path={schema}"
-    asyncio.run(teardown())
+def alerts_dsn(pg_dsn: str) -> str:
+    """A fresh database migrated by the project's migration runner (alerts tables included)."""
+    return pg_dsn
 
 
 @pytest.fixture
-def key_prefix() -> Iterator[str]:
+def key_prefix(redis_url: str) -> Iterator[str]:
     prefix = f"test:alerts:{uuid.uuid4().hex[:12]}"
     yield prefix
-    client = redis.Redis.from_url(REDIS_URL)
+    client = redis.Redis.from_url(redis_url)
     keys = list(client.scan_iter(f"{prefix}:*"))
     if keys:
         client.delete(*keys)
@@ -192,6 +170,7 @@ class Env:
 
     dsn: str
     key_prefix: str
+    redis_url: str
     dead_letters: list[DeadLetter] = field(default_factory=list)
 
     async def record_dead_letter(self, letter: DeadLetter) -> None:
@@ -203,7 +182,7 @@ class Env:
     ) -> AsyncIterator[Notifier]:
         """A notifier with its own pool and its own Redis connection."""
         pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=4)
-        client = redis.asyncio.Redis.from_url(REDIS_URL)
+        client = redis.asyncio.Redis.from_url(self.redis_url)
         try:
             async with Notifier(
                 config,
@@ -227,8 +206,8 @@ class Env:
 
 
 @pytest.fixture
-def env(alerts_dsn: str, key_prefix: str) -> Env:
-    return Env(alerts_dsn, key_prefix)
+def env(alerts_dsn: str, key_prefix: str, redis_url: str) -> Env:
+    return Env(alerts_dsn, key_prefix, redis_url)
 
 
 # ---------------------------------------------------------------- domain helpers

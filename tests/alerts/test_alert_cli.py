@@ -9,10 +9,17 @@ import json
 from click.testing import CliRunner
 
 from consumers.alerts import metrics
-from consumers.alerts.cli import ALERT_COMMANDS, DSN_ENV
+from consumers.alerts.cli import ALERT_COMMANDS
+from infra.settings import load_settings
 from tests.alerts.conftest import Env, HttpCapture, make_config, make_subject
 
 [ALERTS] = ALERT_COMMANDS
+
+
+def _runner(dsn: str) -> CliRunner:
+    """A runner whose central settings point at ``dsn`` (the settings cache is reset)."""
+    load_settings.cache_clear()
+    return CliRunner(env={"WAFERSTREAM_POSTGRES__URL": dsn})
 
 
 def seed(env: Env, http: HttpCapture) -> None:
@@ -29,7 +36,7 @@ def seed(env: Env, http: HttpCapture) -> None:
 
 def test_list_filters_and_json(env: Env, http_capture: HttpCapture) -> None:
     seed(env, http_capture)
-    runner = CliRunner(env={DSN_ENV: env.dsn})
+    runner = _runner(env.dsn)
 
     result = runner.invoke(ALERTS, ["list", "--json"])
     assert result.exit_code == 0, result.output
@@ -53,7 +60,7 @@ def test_list_filters_and_json(env: Env, http_capture: HttpCapture) -> None:
 
 def test_ack_records_the_first_acknowledgement(env: Env, http_capture: HttpCapture) -> None:
     seed(env, http_capture)
-    runner = CliRunner(env={DSN_ENV: env.dsn})
+    runner = _runner(env.dsn)
     failed = asyncio.run(env.fetch("SELECT id FROM alerts WHERE status = 'failed'"))
     [alert_id] = [r["id"] for r in failed]
 
@@ -71,9 +78,12 @@ def test_ack_records_the_first_acknowledgement(env: Env, http_capture: HttpCaptu
     assert missing.exit_code == 1 and "no alert 999999" in missing.output
 
 
-def test_missing_dsn_is_a_usage_error() -> None:
-    result = CliRunner(env={DSN_ENV: ""}).invoke(ALERTS, ["list"])
-    assert result.exit_code == 2 and DSN_ENV in result.output
+def test_missing_dsn_is_a_usage_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    load_settings.cache_clear()
+    env = {"WAFERSTREAM_POSTGRES__URL": "", "WAFERSTREAM_DATA_DIR": str(tmp_path)}
+    result = CliRunner(env=env).invoke(ALERTS, ["list"])
+    load_settings.cache_clear()
+    assert result.exit_code == 2 and "WAFERSTREAM_POSTGRES__URL" in result.output
 
 
 def test_metrics_module_can_be_reloaded_without_duplicate_registration() -> None:
