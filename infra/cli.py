@@ -183,6 +183,14 @@ def run_inference_cmd(lane: str) -> None:
     asyncio.run(run_inference(_settings(), lane.upper()))
 
 
+@run.command("alerts")
+def run_alerts_cmd() -> None:
+    """Alert notifier: assessed wafers and lot excursions -> FA engineers."""
+    from consumers.alerts.main import run_alerts
+
+    asyncio.run(run_alerts(_settings()))
+
+
 @main.command()
 @click.option("--wafers", type=int, default=100, show_default=True)
 @click.option("--rate", type=float, default=0.0, help="wafers per second (0 = as fast as possible)")

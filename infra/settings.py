@@ -117,6 +117,13 @@ class ObservabilitySettings(_Group):
     metrics_port: int = Field(0, ge=0, description="Prometheus /metrics port; 0 = disabled")
 
 
+class AlertSettings(_Group):
+    rules_file: str = Field(
+        "", description="alert rules YAML (see docs/alerts.md); empty = notifier refuses to start"
+    )
+    digest_flush_interval_s: float = Field(5.0, gt=0, description="how often digests are sent")
+
+
 class StackSettings(_Group):
     """Ports of the embedded stack (only used for components that are not configured)."""
 
@@ -149,6 +156,7 @@ class Settings(BaseSettings):
     retry: RetrySettings = RetrySettings()
     model: ModelSettings = ModelSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
+    alerts: AlertSettings = AlertSettings()
     stack: StackSettings = StackSettings()
 
     def with_embedded(self) -> Settings:
