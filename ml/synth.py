@@ -58,7 +58,7 @@ class _Geom:
 
 def _grid(rng: np.random.Generator) -> tuple[np.ndarray, _Geom]:
     """Draw a die grid: log-normal size, rectangular dies, edge exclusion."""
-    side = int(np.clip(np.round(np.exp(rng.normal(np.log(30.0), 0.4))), 15, 300))
+    side = int(np.clip(np.round(np.exp(rng.normal(np.log(32.0), 0.3))), 15, 300))
     aspect = float(np.exp(rng.normal(0.0, 0.15)))
     rows = max(8, int(round(side * min(aspect, 1.0))))
     cols = max(8, int(round(side / max(aspect, 1.0))))
@@ -102,7 +102,7 @@ def _edge_loc(g: _Geom, rng: np.random.Generator) -> tuple[np.ndarray, float]:
 
 
 def _edge_ring(g: _Geom, rng: np.random.Generator) -> tuple[np.ndarray, float]:
-    width = rng.uniform(0.04, 0.14)
+    width = rng.uniform(0.03, 0.1)
     region = g.r >= 1.0 - width
     if rng.random() < 0.3:  # a ring with a gap, still most of the circumference
         region &= _angle_dist(g.theta, rng.uniform(-np.pi, np.pi)) <= np.deg2rad(
