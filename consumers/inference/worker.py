@@ -26,6 +26,7 @@ import structlog
 from confluent_kafka import Message
 
 from consumers.inference.clusters import WaferFrame, find_clusters
+from consumers.inference.models import ModelRegistry
 from consumers.inference.sink import write_results
 from infra.kafka.consumer import ConsumerService, Decoded
 from infra.kafka.producer import EventProducer
@@ -62,14 +63,14 @@ class InferenceWorker:
     def __init__(
         self,
         settings: Settings,
-        model: WaferModel,
+        models: ModelRegistry,
         pool: asyncpg.Pool,
         store: ObjectStore,
         producer: EventProducer,
         codec: AvroCodec,
     ) -> None:
         self.settings = settings
-        self.model = model
+        self.models = models
         self.pool = pool
         self.store = store
         self.producer = producer
@@ -96,27 +97,33 @@ class InferenceWorker:
         return WaferInput(event, decode_die_map(event["die_map"]))
 
     async def process(self, batch: list[Decoded[WaferInput]]) -> None:
-        inputs = [item.value for item in batch]
-        started = time.perf_counter()
-        predictions = await asyncio.to_thread(
-            self.model.predict, [w.dies for w in inputs], self.settings.model.mc_samples
-        )
-        per_wafer_ms = (time.perf_counter() - started) * 1000 / len(inputs)
-        segmented = await asyncio.to_thread(self._segmented_events, inputs, predictions, per_wafer_ms)
-        await write_results(self.pool, [(w.event, s) for w, s in zip(inputs, segmented, strict=True)])
-        for event in segmented:
+        # The model is looked up once per batch (per requested version): a hot
+        # swap takes effect between batches, never inside one.
+        by_model: dict[str | None, list[WaferInput]] = {}
+        for item in batch:
+            by_model.setdefault(item.value.event["requested_model"], []).append(item.value)
+        pairs: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        for requested, inputs in by_model.items():
+            model = self.models.get(requested)
+            segmented = await asyncio.to_thread(self._segment, model, inputs)
+            pairs += [(w.event, s) for w, s in zip(inputs, segmented, strict=True)]
+        await write_results(self.pool, pairs)
+        for _, event in pairs:
             self.producer.send(WAFER_SEGMENTED, event["lot_id"], event)
 
-    def _segmented_events(
-        self, inputs: list[WaferInput], predictions: list[WaferPrediction], per_wafer_ms: float
-    ) -> list[dict[str, Any]]:
+    def _segment(self, model: WaferModel, inputs: list[WaferInput]) -> list[dict[str, Any]]:
+        started = time.perf_counter()
+        predictions = model.predict([w.dies for w in inputs], self.settings.model.mc_samples)
+        per_wafer_ms = (time.perf_counter() - started) * 1000 / len(inputs)
         return [
-            self._segmented(w, p, per_wafer_ms) for w, p in zip(inputs, predictions, strict=True)
+            self._segmented(model.version, w, p, per_wafer_ms)
+            for w, p in zip(inputs, predictions, strict=True)
         ]
 
-    def _segmented(self, wafer: WaferInput, pred: WaferPrediction, ms: float) -> dict[str, Any]:
+    def _segmented(
+        self, version: str, wafer: WaferInput, pred: WaferPrediction, ms: float
+    ) -> dict[str, Any]:
         event = wafer.event
-        version = self.model.version
         frame = WaferFrame.from_event(wafer.dies, event["geometry"])
         clusters = find_clusters(
             pred.die_labels, wafer.dies, frame, self.settings.model.min_cluster_dies
