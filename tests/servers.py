@@ -8,6 +8,7 @@ works on a bare machine too. S3 is a local moto server.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import tempfile
 from collections.abc import Iterator
@@ -43,30 +44,26 @@ def broker() -> Iterator[str]:
 
 
 @contextmanager
-def postgres() -> Iterator[str]:
+def _machine_or_embedded(port: int, machine_url: str, component_type: type, prefix: str) -> Iterator[str]:  # type: ignore[type-arg]
+    """The machine's server if it answers on ``port``, else an embedded one for the session."""
+    if _answers(port):
+        yield machine_url
+        return
+    component = component_type(Path(tempfile.mkdtemp(prefix=prefix)), free_port())
+    url = component.start()
+    try:
+        yield url
+    finally:
+        component.stop()
+
+
+def postgres() -> contextlib.AbstractContextManager[str]:
     """A DSN of a server where the test user may CREATE DATABASE."""
-    if _answers(5432):
-        yield MACHINE_PG
-        return
-    component = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="ws-pg-")), free_port())
-    url = component.start()
-    try:
-        yield url
-    finally:
-        component.stop()
+    return _machine_or_embedded(5432, MACHINE_PG, EmbeddedPostgres, "ws-pg-")
 
 
-@contextmanager
-def redis_server() -> Iterator[str]:
-    if _answers(6379):
-        yield MACHINE_REDIS
-        return
-    component = EmbeddedRedis(Path(tempfile.mkdtemp(prefix="ws-redis-")), free_port())
-    url = component.start()
-    try:
-        yield url
-    finally:
-        component.stop()
+def redis_server() -> contextlib.AbstractContextManager[str]:
+    return _machine_or_embedded(6379, MACHINE_REDIS, EmbeddedRedis, "ws-redis-")
 
 
 @contextmanager
