@@ -1,0 +1,102 @@
+"""PostgreSQL writes of the severity processor; every one is an idempotent upsert.
+
+Natural keys make replays harmless: assessments on (source_event_id,
+model_version), lot_state on lot_id, lot_excursions on (lot_id, cause,
+pattern). Excursions are *claimed* by inserting the row and *confirmed* by
+stamping ``published_at`` after the broker acknowledged the event (migration
+0003), so an excursion is published at least once and, once confirmed, never
+again.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import asyncpg
+
+from consumers.severity.lot import LotState, mean_yield_pct, pattern_wafers
+
+
+async def upsert_assessment(pool: asyncpg.Pool, record: dict[str, Any]) -> None:
+    await pool.execute(
+        """INSERT INTO assessments (
+               source_event_id, model_version, assessment_event_id, lot_id, wafer_id, product,
+               dominant_pattern, patterns, total_dies, failing_dies, affected_dies, yield_pct,
+               coverage_pct, defect_density_per_cm2, edge_ratio, quadrant_fail_counts,
+               cluster_count, severity_score, severity_level, lane)
+           VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20)
+           ON CONFLICT (source_event_id, model_version) DO UPDATE SET
+               dominant_pattern = EXCLUDED.dominant_pattern, patterns = EXCLUDED.patterns,
+               total_dies = EXCLUDED.total_dies, failing_dies = EXCLUDED.failing_dies,
+               affected_dies = EXCLUDED.affected_dies, yield_pct = EXCLUDED.yield_pct,
+               coverage_pct = EXCLUDED.coverage_pct,
+               defect_density_per_cm2 = EXCLUDED.defect_density_per_cm2,
+               edge_ratio = EXCLUDED.edge_ratio,
+               quadrant_fail_counts = EXCLUDED.quadrant_fail_counts,
+               cluster_count = EXCLUDED.cluster_count, severity_score = EXCLUDED.severity_score,
+               severity_level = EXCLUDED.severity_level, assessed_at = now()""",
+        record["source_event_id"], record["model_version"], record["event_id"],
+        record["lot_id"], record["wafer_id"], record["product"], record["dominant_pattern"],
+        record["patterns"], record["total_dies"], record["failing_dies"],
+        record["affected_dies"], record["yield_pct"], record["coverage_pct"],
+        record["defect_density_per_cm2"], record["edge_ratio"],
+        record["quadrant_fail_counts"], record["cluster_count"], record["severity_score"],
+        record["severity_level"], record["lane"],
+    )
+
+
+async def upsert_lot_state(pool: asyncpg.Pool, lot_id: str, state: LotState) -> None:
+    """Mirror the faust table entry for queries (and for other lots' baselines)."""
+    counts = {p: len(ids) for p, ids in pattern_wafers(state).items()}
+    await pool.execute(
+        """INSERT INTO lot_state (lot_id, product, wafer_count, mean_yield_pct, pattern_counts,
+                                  excursions)
+           VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb)
+           ON CONFLICT (lot_id) DO UPDATE SET
+               wafer_count = EXCLUDED.wafer_count, mean_yield_pct = EXCLUDED.mean_yield_pct,
+               pattern_counts = EXCLUDED.pattern_counts, excursions = EXCLUDED.excursions,
+               updated_at = now()""",
+        lot_id, state["product"], len(state["wafers"]), mean_yield_pct(state),
+        json.dumps(counts), json.dumps(state["emitted"]),
+    )
+
+
+async def recent_lot_yields(
+    pool: asyncpg.Pool, product: str, exclude_lot: str, min_wafers: int, window: int
+) -> list[float]:
+    """Mean yields of the product's most recently updated other lots (the rolling baseline)."""
+    rows = await pool.fetch(
+        """SELECT mean_yield_pct FROM lot_state
+           WHERE product = $1 AND lot_id <> $2 AND wafer_count >= $3
+           ORDER BY updated_at DESC LIMIT $4""",
+        product, exclude_lot, min_wafers, window,
+    )
+    return [float(r["mean_yield_pct"]) for r in rows]
+
+
+async def claim_excursion(pool: asyncpg.Pool, record: dict[str, Any]) -> bool:
+    """Insert the excursion row; True unless it exists and its event was already published."""
+    published = await pool.fetchval(
+        """WITH inserted AS (
+               INSERT INTO lot_excursions (event_id, lot_id, cause, pattern, detail)
+               VALUES ($1, $2, $3, $4, $5)
+               ON CONFLICT (lot_id, cause, pattern) DO NOTHING
+               RETURNING published_at)
+           SELECT published_at IS NOT NULL FROM inserted
+           UNION ALL
+           SELECT published_at IS NOT NULL FROM lot_excursions
+           WHERE lot_id = $2 AND cause = $3 AND pattern = $4
+           LIMIT 1""",
+        record["event_id"], record["lot_id"], record["cause"], record["pattern"] or "",
+        record["detail"],
+    )
+    return not published
+
+
+async def confirm_excursion(pool: asyncpg.Pool, record: dict[str, Any]) -> None:
+    await pool.execute(
+        """UPDATE lot_excursions SET published_at = now()
+           WHERE lot_id = $1 AND cause = $2 AND pattern = $3 AND published_at IS NULL""",
+        record["lot_id"], record["cause"], record["pattern"] or "",
+    )

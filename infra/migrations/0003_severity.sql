@@ -1,0 +1,6 @@
+-- The severity processor claims a lot excursion by inserting its row, then
+-- publishes the event and stamps published_at. A crash between the two
+-- leaves published_at NULL, so the replayed wafer publishes it again (same
+-- deterministic event id) instead of losing it; a stamped row is never
+-- published twice.
+ALTER TABLE lot_excursions ADD COLUMN IF NOT EXISTS published_at timestamptz;
