@@ -8,13 +8,14 @@ and ``evaluate``/``predict`` run on onnxruntime alone.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import click
 import numpy as np
 import structlog
 
-from ml.data import DEFAULT_DATA_DIR, TEST_FILE
+from ml.data import DEFAULT_DATA_DIR, TEST_FILE, WaferSet
 from ml.serving import DEFAULT_MODEL_PATH
 
 log = structlog.get_logger(__name__)
@@ -23,8 +24,14 @@ log = structlog.get_logger(__name__)
 REPRODUCE = "waferstream train --out runs/default --ship ml/models"
 
 
-def ship(checkpoint: Path, out_dir: Path, data_dir: Path, synth_maps: int = 500) -> Path:
-    """Export, check parity, calibrate, evaluate (real test file + synthetic), write the card."""
+def ship(
+    checkpoint: Path, out_dir: Path, data_dir: Path, synth_maps: int = 500,
+    int8_dir: Path | None = None,
+) -> Path:
+    """Export, check parity, calibrate, evaluate (real test file + synthetic), write the card.
+
+    With ``int8_dir``, also tries the static INT8 graph (see ``try_int8``).
+    """
     import torch
 
     from ml.buckets import IN_CHANNELS
@@ -42,9 +49,46 @@ def ship(checkpoint: Path, out_dir: Path, data_dir: Path, synth_maps: int = 500)
     _, calib = fit_calib_split(data_dir)
     calibrate(model_path, calib)
     update_card(out_dir, {"onnx_parity_max_abs_diff": diff, "reproduce": REPRODUCE})
-    run_evaluate(model_path, data_dir / TEST_FILE, None, out_dir / "eval_real.json")
+    real = run_evaluate(model_path, data_dir / TEST_FILE, None, out_dir / "eval_real.json")
     run_evaluate(model_path, None, synth_maps, out_dir / "eval_synthetic.json")
+    if int8_dir is not None:
+        try_int8(model_path, int8_dir, calib, data_dir, float(real["macro_f1"]))  # type: ignore[arg-type]
     return model_path
+
+
+def try_int8(
+    model_path: Path, int8_dir: Path, calib: WaferSet, data_dir: Path, fp32_macro_f1: float
+) -> bool:
+    """Quantise (static QDQ on real calib maps), measure, and adopt INT8 only if it earns it.
+
+    Adopted (copied over ``model_path``) only when macro-F1 on the real test
+    file stays within one point of FP32 and batch-8 latency at the 64 bucket
+    is lower, timed in the same process. The outcome is recorded in the card.
+    """
+    from ml.benchmark import bench_session
+    from ml.data import load_npz
+    from ml.evaluate import evaluate_real, update_card
+    from ml.quantize import quantize
+    from ml.serving import WaferModel, mc_head_path
+
+    int8_dir.mkdir(parents=True, exist_ok=True)
+    for f in (model_path.parent / "model_card.json", mc_head_path(model_path)):
+        shutil.copy(f, int8_dir / f.name)
+    q_path = quantize(model_path, int8_dir / model_path.name, calib.maps[:512])
+    q_f1 = float(evaluate_real(q_path, load_npz(data_dir / TEST_FILE), TEST_FILE)["macro_f1"])  # type: ignore[arg-type]
+    small = [m for m in calib.maps if max(m.shape) <= 64][:400]
+    fp32_ms = bench_session(WaferModel.load(model_path), small, 8)["mean_ms"]
+    int8_ms = bench_session(WaferModel.load(q_path), small, 8)["mean_ms"]
+    adopt = q_f1 >= fp32_macro_f1 - 0.01 and int8_ms < fp32_ms
+    result = {"macro_f1": q_f1, "fp32_macro_f1": fp32_macro_f1, "ms_per_wafer_batch8": int8_ms,
+              "fp32_ms_per_wafer_batch8": fp32_ms, "adopted": adopt}
+    click.echo(f"INT8 candidate: {json.dumps(result)}")
+    card = update_card(model_path.parent, {"int8": result})
+    if adopt:
+        shutil.copy(q_path, model_path)
+        update_card(model_path.parent, {"version": f"{card['version']}-int8"})
+        run_evaluate(model_path, data_dir / TEST_FILE, None, model_path.parent / "eval_real.json")
+    return adopt
 
 
 def run_evaluate(
@@ -117,7 +161,7 @@ def train_cmd(
     best = train(cfg, fit, calib, out_dir, resume=resume)
     click.echo(f"best checkpoint: {best}")
     if ship_dir is not None:
-        ship(best, ship_dir, data_dir)
+        ship(best, ship_dir, data_dir, int8_dir=out_dir / "int8")
 
 
 @click.command("export")
@@ -128,7 +172,7 @@ def train_cmd(
               show_default=True)
 def export_cmd(checkpoint: Path, out_dir: Path, data_dir: Path) -> None:
     """Export a checkpoint to ONNX, calibrate it and write its evaluated model card."""
-    click.echo(f"shipped {ship(checkpoint, out_dir, data_dir)}")
+    click.echo(f"shipped {ship(checkpoint, out_dir, data_dir, int8_dir=checkpoint.parent / 'int8')}")
 
 
 @click.command("evaluate")

@@ -79,8 +79,8 @@ def _angle_dist(theta: np.ndarray, centre: float) -> np.ndarray:
 
 
 def _center(g: _Geom, rng: np.random.Generator) -> tuple[np.ndarray, float]:
-    cy, cx = rng.uniform(-0.12, 0.12, 2)
-    rad = rng.uniform(0.2, 0.55)
+    cy, cx = rng.uniform(-0.1, 0.1, 2)
+    rad = rng.uniform(0.2, 0.5)
     d = np.sqrt((g.y - cy) ** 2 + (g.x - cx) ** 2)
     return d <= rad, rng.uniform(0.55, 0.95)
 
@@ -112,10 +112,12 @@ def _edge_ring(g: _Geom, rng: np.random.Generator) -> tuple[np.ndarray, float]:
 
 
 def _loc(g: _Geom, rng: np.random.Generator) -> tuple[np.ndarray, float]:
-    dist = rng.uniform(0.3, 0.7)
+    ry, rx = rng.uniform(0.07, 0.2, 2)
+    # Keep the blob clear of the centre and of the edge band, so a Loc is not
+    # an off-centre Center or an Edge-Loc by construction.
+    dist = rng.uniform(0.25 + max(ry, rx), 0.85 - max(ry, rx))
     ang = rng.uniform(-np.pi, np.pi)
     cy, cx = dist * np.sin(ang), dist * np.cos(ang)
-    ry, rx = rng.uniform(0.08, 0.25, 2)
     rot = rng.uniform(0, np.pi)
     dy, dx = g.y - cy, g.x - cx
     u = dy * np.cos(rot) + dx * np.sin(rot)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ml.buckets import encode, place, to_bucket
+from ml.benchmark import bench_session
 from ml.data import DEFAULT_DATA_DIR, TEST_FILE, load_npz
 from ml.serving import DEFAULT_MODEL_PATH, WaferModel
 
@@ -26,30 +26,6 @@ from ml.serving import DEFAULT_MODEL_PATH, WaferModel
 def _real_maps(n: int, max_side: int, min_side: int = 0) -> list[np.ndarray]:
     ws = load_npz(DEFAULT_DATA_DIR / TEST_FILE)
     return [m for m in ws.maps if min_side < max(m.shape) <= max_side][:n]
-
-
-def _stats(per_wafer_ms: list[float]) -> dict[str, float]:
-    a = np.array(per_wafer_ms)
-    return {
-        "p50_ms": round(float(np.percentile(a, 50)), 3),
-        "p95_ms": round(float(np.percentile(a, 95)), 3),
-        "p99_ms": round(float(np.percentile(a, 99)), 3),
-        "mean_ms": round(float(a.mean()), 3),
-    }
-
-
-def bench_session(model: WaferModel, maps: list[np.ndarray], batch: int) -> dict[str, float]:
-    """Per-wafer latency of the ONNX main graph at ``batch`` (one bucket, inputs prebuilt)."""
-    xs = [to_bucket(encode(m), place(m.shape)) for m in maps]
-    batches = [np.stack(xs[i : i + batch]) for i in range(0, len(xs) - batch + 1, batch)]
-    for b in batches[:3]:
-        model.session.run(None, {"input": b})
-    times = []
-    for b in batches:
-        t0 = time.perf_counter()
-        model.session.run(None, {"input": b})
-        times.append(1000 * (time.perf_counter() - t0) / batch)
-    return {**_stats(times), "wafers_per_s": round(1000 / float(np.mean(times)), 1)}
 
 
 def bench_predict(model: WaferModel, maps: list[np.ndarray]) -> dict[str, float]:

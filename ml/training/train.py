@@ -44,17 +44,17 @@ SYNTH_VAL_SEED = 2
 class TrainConfig:
     """Training hyper-parameters (recorded in checkpoints and the model card)."""
 
-    epochs: int = 12
-    real_per_epoch: int = 6000
-    synth_per_epoch: int = 2000
+    epochs: int = 18
+    real_per_epoch: int = 6500
+    synth_per_epoch: int = 2500
     batch_size: int = 32
     lr: float = 2e-3
     weight_decay: float = 1e-4
     mask_weight: float = 1.0
-    synth_wafer_weight: float = 0.5
-    balance_power: float = 0.6
-    patience: int = 4
-    max_minutes: float = 42.0
+    synth_wafer_weight: float = 0.3
+    balance_power: float = 0.7
+    patience: int = 6
+    max_minutes: float = 44.0
     seed: int = 0
     synth_val: int = 300
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -68,3 +68,19 @@ def test_onnx_export_matches_pytorch(trained_run: Path, tiny_model: Path) -> Non
     assert sess.get_modelmeta() is not None
     shapes = [o.shape for o in sess.get_outputs()]
     assert shapes[0][0] == "batch" and shapes[0][2] == "height"
+
+
+def test_static_int8_graph_runs_and_keeps_the_contract(tiny_model: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from ml.quantize import quantize
+    from ml.serving import WaferModel, mc_head_path
+
+    for f in (tiny_model.parent / "model_card.json", mc_head_path(tiny_model)):
+        shutil.copy(f, tmp_path / f.name)
+    maps = [generate(6, i).dies for i in range(12)]
+    q = quantize(tiny_model, tmp_path / "model.onnx", maps)
+    ops = {n.op_type for n in __import__("onnx").load(str(q)).graph.node}
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    preds = WaferModel.load(q).predict(maps[:3])
+    assert [p.die_labels.shape for p in preds] == [m.shape for m in maps[:3]]
