@@ -224,6 +224,24 @@ def demo(wafers: int, timeout: float) -> None:
     sys.exit(0 if ok else 1)
 
 
+@main.group()
+def bench() -> None:
+    """Benchmarks that print their figures (never timed assertions)."""
+
+
+@bench.command("pipeline")
+@click.option("--wafers", type=int, default=500, show_default=True)
+@click.option("--max-side", type=int, default=64, show_default=True, help="largest map side")
+@click.option("--json", "out", type=click.Path(path_type=Path), help="write the figures here")
+def bench_pipeline(wafers: int, max_side: int, out: Path | None) -> None:
+    """End-to-end throughput and latency vs. raw onnxruntime on the same maps."""
+    from dataclasses import asdict
+
+    from infra.bench.pipeline import run_bench
+
+    click.echo(json.dumps(asdict(run_bench(wafers, max_side, out)), indent=2))
+
+
 def _register_optional() -> None:
     """Commands owned by other packages (model, alerts, producers)."""
     from consumers.alerts.cli import ALERT_COMMANDS

@@ -1,0 +1,147 @@
+"""``waferstream bench pipeline``: end-to-end throughput and latency vs. raw model speed.
+
+Everything is measured in one run on one machine, so the figures that matter
+are ratios: the *baseline* is onnxruntime alone on exactly the maps the
+pipeline will see (same model, same micro-batch size, one process, one
+thread); the *pipeline* is publish -> inference worker -> severity processor
+-> PostgreSQL, with the alert notifier deciding on every assessed wafer.
+
+Phases:
+1. baseline: ``WaferModel.predict`` over the maps in worker-sized batches;
+2. max rate: publish N wafers at once, wafers/s from first publish to last
+   assessment row;
+3. half rate: publish at half the measured max rate, latency percentiles
+   wafer-complete (broker timestamp of the published record) -> assessed row
+   (``assessed_at``) and -> alert row for the wafers that alerted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import asyncpg
+import numpy as np
+
+from infra.kafka.producer import EventProducer
+from infra.local_pipeline import LocalPipeline
+from infra.settings import Settings
+from ml.serving import DEFAULT_MODEL_PATH, WaferModel
+from producers.simulator import FabSimulator, SimulatedWafer, SimulationConfig
+from schemas.topics import WAFER_TEST_COMPLETED
+
+DONE_QUERY = "SELECT count(*) FROM assessments WHERE source_event_id = ANY($1::text[])"
+
+
+@dataclass
+class Percentiles:
+    count: int
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+
+    @classmethod
+    def of(cls, values_ms: list[float]) -> Percentiles:
+        if not values_ms:
+            return cls(0, float("nan"), float("nan"), float("nan"), float("nan"))
+        a = np.asarray(values_ms)
+        return cls(len(a), *(round(float(np.percentile(a, q)), 1) for q in (50, 95, 99)),
+                   round(float(a.max()), 1))
+
+
+@dataclass
+class BenchResult:
+    wafers: int
+    max_side: int
+    batch_size: int
+    model_version: str
+    baseline_wafers_per_s: float
+    pipeline_wafers_per_s: float
+    ratio_pipeline_to_baseline: float
+    half_rate_wafers_per_s: float
+    latency_to_assessed: Percentiles
+    latency_to_alert: Percentiles
+
+
+def _wafers(n: int, seed: int, max_side: int) -> list[SimulatedWafer]:
+    return list(FabSimulator(SimulationConfig(seed=seed, wafers=n, max_side=max_side)).wafers())
+
+
+def measure_baseline(model: WaferModel, maps: list[np.ndarray], batch: int) -> float:
+    """Wafers/s of onnxruntime alone, in the worker's micro-batch sizes."""
+    model.predict(maps[:batch])  # warm-up
+    started = time.perf_counter()
+    for i in range(0, len(maps), batch):
+        model.predict(maps[i : i + batch])
+    return len(maps) / (time.perf_counter() - started)
+
+
+def _publish(settings: Settings, wafers: list[SimulatedWafer], rate: float) -> dict[str, float]:
+    """Publish (paced if ``rate`` > 0); returns publish wall time per event id."""
+    producer = EventProducer(settings, linger_ms=0)
+    sent: dict[str, float] = {}
+    started = time.monotonic()
+    for n, wafer in enumerate(wafers):
+        if rate > 0:
+            delay = started + n / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        sent[wafer.event["event_id"]] = time.time()
+        producer.send(WAFER_TEST_COMPLETED, wafer.event["lot_id"], wafer.event)
+    producer.flush()
+    return sent
+
+
+async def _latencies(dsn: str, sent: dict[str, float]) -> tuple[list[float], list[float]]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        assessed = await conn.fetch(
+            "SELECT source_event_id, extract(epoch FROM assessed_at) AS t FROM assessments "
+            "WHERE source_event_id = ANY($1::text[])", list(sent))
+        alerted = await conn.fetch(
+            "SELECT a.source_event_id, min(extract(epoch FROM al.created_at)) AS t "
+            "FROM alerts al JOIN assessments a ON a.assessment_event_id = al.event_id "
+            "WHERE a.source_event_id = ANY($1::text[]) GROUP BY a.source_event_id", list(sent))
+    finally:
+        await conn.close()
+    to_ms = lambda rows: [(float(r["t"]) - sent[r["source_event_id"]]) * 1000 for r in rows]  # noqa: E731
+    return to_ms(assessed), to_ms(alerted)
+
+
+def run_bench(wafers: int, max_side: int, out: Path | None) -> BenchResult:
+    """Run all three phases on the local pipeline and return (and optionally write) figures."""
+    with LocalPipeline(tag="bench") as pipe:
+        settings = pipe.settings
+        batch = settings.kafka.batch_max_messages
+        model = WaferModel.load(settings.model.path or DEFAULT_MODEL_PATH, 1)
+        warm = _wafers(min(50, wafers), 100, max_side)
+        burst = _wafers(wafers, 101, max_side)
+        paced = _wafers(wafers, 102, max_side)
+        baseline = measure_baseline(model, [w.dies for w in burst], batch)
+
+        _publish(settings, warm, 0)  # services join their groups and warm up
+        pipe.wait_for(DONE_QUERY, len(warm), 180, [w.event["event_id"] for w in warm])
+        started = time.time()
+        _publish(settings, burst, 0)
+        finished = pipe.wait_for(DONE_QUERY, wafers, 600, [w.event["event_id"] for w in burst])
+        pipeline = wafers / (finished - started)
+        half = pipeline / 2
+        sent = _publish(settings, paced, half)
+        pipe.wait_for(DONE_QUERY, wafers, 600, list(sent))
+        time.sleep(1.0)  # let the notifier finish deciding on the last wafers
+        to_assessed, to_alert = asyncio.run(_latencies(pipe.dsn, sent))
+    result = BenchResult(
+        wafers=wafers, max_side=max_side, batch_size=batch, model_version=model.version,
+        baseline_wafers_per_s=round(baseline, 1), pipeline_wafers_per_s=round(pipeline, 1),
+        ratio_pipeline_to_baseline=round(pipeline / baseline, 3),
+        half_rate_wafers_per_s=round(half, 1),
+        latency_to_assessed=Percentiles.of(to_assessed),
+        latency_to_alert=Percentiles.of(to_alert),
+    )
+    if out is not None:
+        out.write_text(json.dumps(asdict(result), indent=2))
+    return result
