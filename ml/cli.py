@@ -13,12 +13,9 @@ from pathlib import Path
 
 import click
 import numpy as np
-import structlog
 
 from ml.data import DEFAULT_DATA_DIR, TEST_FILE, WaferSet
 from ml.serving import DEFAULT_MODEL_PATH
-
-log = structlog.get_logger(__name__)
 
 #: The one command that rebuilds the shipped model from scratch.
 REPRODUCE = "waferstream train --out runs/default --ship ml/models"

@@ -12,7 +12,7 @@ thresholds, buckets) and, for MC-dropout, ``model.mc_head.onnx`` beside it.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -20,7 +20,7 @@ from typing import Final
 import numpy as np
 import onnxruntime as ort
 
-from ml.buckets import encode, from_bucket, place, to_bucket
+from ml.buckets import BUCKETS, encode, from_bucket, place, to_bucket
 from ml.metrics import sigmoid
 from ml.taxonomy import DEFECT_PATTERNS, PATTERNS
 
@@ -73,6 +73,50 @@ def _binary_entropy(p: np.ndarray) -> np.ndarray:
     return -(p * np.log(p) + (1 - p) * np.log(1 - p))
 
 
+#: A forward pass: bucketed input batch -> (mask_logits, wafer_logits, embedding).
+Forward = Callable[[np.ndarray], Sequence[np.ndarray]]
+
+
+def run_bucketed(
+    maps: Sequence[np.ndarray],
+    forward: Forward,
+    buckets: Sequence[int] = BUCKETS,
+    batch_size: int = BATCH_SIZE,
+) -> RawOutput:
+    """Group maps by bucket, run ``forward`` per batch, map outputs back to each die grid.
+
+    Shared by serving (onnxruntime) and training validation (torch), so the
+    validation numbers describe exactly what serving computes.
+    """
+    n = len(maps)
+    logits = np.zeros((n, len(PATTERNS)), dtype=np.float32)
+    emb: np.ndarray | None = None
+    probs: list[np.ndarray] = [np.zeros(0)] * n
+    placements = [place(np.asarray(m).shape, buckets) for m in maps]
+    groups: dict[int, list[int]] = {}
+    for i, p in enumerate(placements):
+        groups.setdefault(p.bucket, []).append(i)
+    for idx in groups.values():
+        for j in range(0, len(idx), batch_size):
+            chunk = idx[j : j + batch_size]
+            x = np.stack([to_bucket(encode(maps[i]), placements[i]) for i in chunk])
+            mask_logits, wafer_logits, embedding = forward(x)
+            if emb is None:
+                emb = np.zeros((n, embedding.shape[1]), dtype=np.float32)
+            logits[chunk] = wafer_logits
+            emb[chunk] = embedding
+            pr = _softmax(mask_logits, axis=1)
+            for row, i in enumerate(chunk):
+                probs[i] = from_bucket(pr[row], placements[i])
+    return RawOutput(logits, probs, emb if emb is not None else np.zeros((0, 0), np.float32))
+
+
+def die_labels_from_probs(dies: np.ndarray, die_probs: np.ndarray) -> np.ndarray:
+    """Pattern code per die: every failing die gets its most likely pattern, others 0."""
+    codes = (die_probs[1:].argmax(0) + 1).astype(np.uint8)
+    return np.where(dies == 2, codes, 0).astype(np.uint8)
+
+
 class WaferModel:
     """A loaded ONNX wafer model with its model card."""
 
@@ -87,7 +131,7 @@ class WaferModel:
         self.card = card
         self.version: str = str(card["version"])
         self.temperature: float = float(card.get("temperature", 1.0))  # type: ignore[arg-type]
-        self.buckets: tuple[int, ...] = tuple(card.get("buckets", (64, 128, 256)))  # type: ignore[arg-type]
+        self.buckets: tuple[int, ...] = tuple(card.get("buckets", BUCKETS))  # type: ignore[arg-type]
         thr = card.get("thresholds") or {}
         self.thresholds = np.array(
             [float(thr.get(name, 0.5)) for name in PATTERNS]  # type: ignore[union-attr]
@@ -112,28 +156,10 @@ class WaferModel:
         return cls(session, mc, card)
 
     def raw(self, maps: Sequence[np.ndarray], batch_size: int = BATCH_SIZE) -> RawOutput:
-        """Run the main graph, grouping maps by bucket; outputs come back in input order."""
-        n = len(maps)
-        logits = np.zeros((n, len(PATTERNS)), dtype=np.float32)
-        emb: np.ndarray | None = None
-        probs: list[np.ndarray] = [np.zeros(0)] * n
-        groups: dict[int, list[int]] = {}
-        placements = [place(np.asarray(m).shape, self.buckets) for m in maps]
-        for i, p in enumerate(placements):
-            groups.setdefault(p.bucket, []).append(i)
-        for idx in groups.values():
-            for j in range(0, len(idx), batch_size):
-                chunk = idx[j : j + batch_size]
-                x = np.stack([to_bucket(encode(maps[i]), placements[i]) for i in chunk])
-                mask_logits, wafer_logits, embedding = self.session.run(None, {"input": x})
-                if emb is None:
-                    emb = np.zeros((n, embedding.shape[1]), dtype=np.float32)
-                logits[chunk] = wafer_logits
-                emb[chunk] = embedding
-                pr = _softmax(mask_logits, axis=1)
-                for row, i in enumerate(chunk):
-                    probs[i] = from_bucket(pr[row], placements[i])
-        return RawOutput(logits, probs, emb if emb is not None else np.zeros((0, 0), np.float32))
+        """Run the main graph over ``maps`` (see ``run_bucketed``)."""
+        return run_bucketed(
+            maps, lambda x: self.session.run(None, {"input": x}), self.buckets, batch_size
+        )
 
     def bald(self, embeddings: np.ndarray, samples: int) -> np.ndarray:
         """MC-dropout mutual information per wafer (summed over the 9 binary outputs)."""
@@ -169,8 +195,7 @@ class WaferModel:
                 present.add(label)
             dp = raw.die_probs[i]
             fail = dies == 2
-            codes = (dp[1:].argmax(0) + 1).astype(np.uint8)  # failing dies always carry a pattern
-            die_labels = np.where(fail, codes, 0).astype(np.uint8)
+            die_labels = die_labels_from_probs(dies, dp)
             defect_conf = dp[1:].max(0) / np.maximum(dp[1:].sum(0), 1e-12)
             die_conf = np.where(fail, defect_conf, dp.max(0)).astype(np.float32)
             ent = -(dp * np.log(np.clip(dp, 1e-12, 1.0))).sum(0)

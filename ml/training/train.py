@@ -25,9 +25,9 @@ from segmentation_models_pytorch.losses import DiceLoss, FocalLoss
 from torch import nn
 from tqdm import tqdm
 
-from ml.buckets import encode, from_bucket, place, to_bucket
 from ml.data import WaferSet
 from ml.metrics import confusion, iou_per_class, macro_f1, per_class
+from ml.serving import die_labels_from_probs, run_bucketed
 from ml.synth import SynthMap, generate, generate_many, wafer_target
 from ml.taxonomy import DEFECT_PATTERNS, PATTERNS
 from ml.training.batches import IGNORE, Sample, build_augment, iter_batches
@@ -91,39 +91,24 @@ def balanced_draw(labels: np.ndarray, n: int, power: float, rng: np.random.Gener
     return rng.choice(len(labels), size=n, replace=True, p=w / w.sum())
 
 
-def predict_batched(
-    net: WaferNet, maps: list[np.ndarray], device: torch.device, batch_size: int = 64
-) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Eval-mode wafer logits (N, 9) and die-grid mask argmax per map (for validation)."""
-    net.eval()
-    logits = np.zeros((len(maps), len(PATTERNS)), dtype=np.float32)
-    masks: list[np.ndarray] = [np.zeros(0)] * len(maps)
-    groups: dict[int, list[int]] = {}
-    for i, m in enumerate(maps):
-        groups.setdefault(place(m.shape).bucket, []).append(i)
-    with torch.no_grad():
-        for idx in groups.values():
-            for j in range(0, len(idx), batch_size):
-                chunk = idx[j : j + batch_size]
-                pls = [place(maps[i].shape) for i in chunk]
-                x = np.stack([to_bucket(encode(maps[i]), p) for i, p in zip(chunk, pls)])
-                mask_logits, wafer_logits, _ = net(torch.from_numpy(x).to(device))
-                logits[chunk] = wafer_logits.cpu().numpy()
-                ml = mask_logits.cpu().numpy()
-                for row, (i, p) in enumerate(zip(chunk, pls)):
-                    grid = from_bucket(ml[row], p)
-                    lab = grid[1:].argmax(0).astype(np.uint8) + 1  # failing dies carry a pattern
-                    masks[i] = np.where(maps[i] == 2, lab, 0).astype(np.uint8)
-    return logits, masks
-
-
 def validate(
     net: WaferNet, calib: WaferSet, synth_val: list[SynthMap], device: torch.device
 ) -> dict[str, object]:
-    """Real calib macro-F1/per-class recall and synthetic die-level mean IoU."""
-    logits, _ = predict_batched(net, calib.maps, device)
+    """Real calib macro-F1/per-class recall and synthetic die-level mean IoU.
+
+    Runs through ``ml.serving.run_bucketed`` so validation computes exactly
+    what serving will (bucketing, die-grid mapping, die-label rule).
+    """
+    net.eval()
+
+    def forward(x: np.ndarray) -> list[np.ndarray]:
+        with torch.no_grad():
+            return [t.cpu().numpy() for t in net(torch.from_numpy(x).to(device))]
+
+    logits = run_bucketed(calib.maps, forward, batch_size=64).wafer_logits
     cm = confusion(calib.labels, logits.argmax(1))
-    _, masks = predict_batched(net, [m.dies for m in synth_val], device)
+    synth = run_bucketed([m.dies for m in synth_val], forward, batch_size=64)
+    masks = [die_labels_from_probs(m.dies, p) for m, p in zip(synth_val, synth.die_probs)]
     iou = iou_per_class([m.die_labels for m in synth_val], masks)
     return {
         "macro_f1": macro_f1(cm),
