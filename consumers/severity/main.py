@@ -28,15 +28,18 @@ async def run_severity(
     """Serve the severity processor until ``stop`` is set (or SIGTERM/SIGINT in the main thread).
 
     Topics are created first with their catalog partition counts (a broker that
-    auto-creates would pick its own); the faust app then creates its changelog
-    with the input topic's partition count.
+    auto-creates would pick its own) and a mismatch refuses to start; the faust
+    app then creates its changelog with the input topic's partition count.
     """
     stop = stop or asyncio.Event()
     if threading.current_thread() is threading.main_thread():
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-    await asyncio.to_thread(ensure_topics, settings, TOPICS)
+    statuses = await asyncio.to_thread(ensure_topics, settings, TOPICS)
+    mismatched = [s for s in statuses if s.action == "mismatch"]
+    if mismatched:  # the lot table needs the catalog's partitioning to be co-partitioned
+        raise RuntimeError(f"topics differ from the catalog: {mismatched}")
     pool = await with_retry("postgres", settings.retry, lambda: create_pool(settings.postgres))
     try:
         processor = SeverityProcessor(settings, pool, config)

@@ -28,6 +28,7 @@ import asyncpg
 import faust
 import numpy as np
 import structlog
+from faust.exceptions import PartitionsMismatch
 
 from consumers.severity import sink
 from consumers.severity.config import SeveritySettings
@@ -159,6 +160,8 @@ class SeverityProcessor:
             return
         try:
             await with_retry("apply", self.settings.retry, lambda: self.apply(wafer))
+        except PartitionsMismatch:
+            raise  # a deployment error, not this record's fault: never DLQ every record
         except Exception as exc:  # not an outage: a bug or an unencodable result
             await self._dead_letter(message, exc)
 
@@ -219,8 +222,16 @@ class SeverityProcessor:
         payload = self.codec.encode(event_type, record, topic.get_topic_name())
         headers = {"event_id": record["event_id"].encode(),
                    "correlation_id": record["correlation_id"].encode()}
-        delivery = await topic.send(key=key.encode(), value=payload, headers=headers)
-        await delivery
+        await self._send(topic, key.encode(), payload, headers)
+
+    async def _send(
+        self, topic: faust.TopicT, key: bytes | None, value: bytes | None,
+        headers: dict[str, bytes],
+    ) -> None:
+        """Send directly and wait for the ack (the producer buffer stalled on the dev broker)."""
+        await self.app.producer.send_and_wait(
+            topic.get_topic_name(), key, value, partition=None, timestamp=None, headers=headers
+        )
 
     async def _dead_letter(self, message: Any, exc: BaseException) -> None:
         headers = {
@@ -230,10 +241,5 @@ class SeverityProcessor:
         log.warning("dead-lettered", topic=message.topic, partition=message.partition,
                     offset=message.offset, error=str(exc)[:300])
 
-        async def send() -> None:
-            delivery = await self.dead_letters.send(
-                key=message.key, value=message.value, headers=headers
-            )
-            await delivery
-
-        await with_retry("dead_letter", self.settings.retry, send)
+        await with_retry("dead_letter", self.settings.retry, lambda: self._send(
+            self.dead_letters, message.key, message.value, headers))
