@@ -85,7 +85,7 @@ def _assessed(settings: Settings) -> list[str]:
     """Wafer ids of the wafer-assessed records published so far, in no particular order."""
     codec = shared_codec()
     return [codec.decode(m.value(), "wafer_assessed")["wafer_id"]
-            for m in read_topic(settings, settings.topic(WAFER_ASSESSED.name), 0.5)]
+            for m in read_topic(settings, settings.topic(WAFER_ASSESSED.name))]
 
 
 def test_excursion_once_per_lot_across_restart_poison_and_replay(settings: Settings) -> None:
@@ -96,7 +96,7 @@ def test_excursion_once_per_lot_across_restart_poison_and_replay(settings: Setti
     with InProcessSeverity(settings):
         _publish(settings, wafers[:2], poison=True)
         wait_until(lambda: _count(settings, "assessments") == 2, 30, "first two wafers")
-        wait_until(lambda: len(read_topic(settings, segmented_topic + DLQ_SUFFIX, 0.5)) == 1,
+        wait_until(lambda: len(read_topic(settings, segmented_topic + DLQ_SUFFIX)) == 1,
                    15, "poison record dead-lettered")
     assert _count(settings, "lot_excursions") == 0  # one Scratch wafer so far
 
