@@ -183,6 +183,14 @@ def run_inference_cmd(lane: str) -> None:
     asyncio.run(run_inference(_settings(), lane.upper()))
 
 
+@run.command("severity")
+def run_severity_cmd() -> None:
+    """Severity processor: wafer-segmented -> assessments, lot state, lot excursions."""
+    from consumers.severity.main import run_severity
+
+    asyncio.run(run_severity(_settings()))
+
+
 @run.command("alerts")
 def run_alerts_cmd() -> None:
     """Alert notifier: assessed wafers and lot excursions -> FA engineers."""

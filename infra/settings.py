@@ -21,6 +21,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from consumers.severity.config import SeveritySettings
+
 
 class _Group(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -157,6 +159,7 @@ class Settings(BaseSettings):
     model: ModelSettings = ModelSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
     alerts: AlertSettings = AlertSettings()
+    severity: SeveritySettings = SeveritySettings()
     stack: StackSettings = StackSettings()
 
     def with_embedded(self) -> Settings:

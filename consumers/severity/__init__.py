@@ -2,5 +2,5 @@
 
 ``metrics`` and ``scoring`` are pure (numpy only) so the numbers can be
 tested and reused without Kafka or a database; ``lot`` is the pure lot-rule
-logic; ``processor`` wires them to a faust app, PostgreSQL and the topics.
+logic; ``processor`` wires them to the consumer loop, PostgreSQL and the topics.
 """

@@ -28,6 +28,10 @@ def excursion_event_id(lot_id: str, cause: str, pattern: str | None) -> str:
     return str(uuid.uuid5(_EXCURSION_NAMESPACE, f"{lot_id}/{cause}/{pattern or ''}"))
 
 
+#: How many clusters an assessed event carries for the alert message.
+TOP_CLUSTERS = 5
+
+
 def wafer_assessed(
     segmented: dict[str, Any], metrics: WaferMetrics, severity: Severity
 ) -> dict[str, Any]:
@@ -49,6 +53,9 @@ def wafer_assessed(
         **values,
         "severity_score": severity.score,
         "severity_level": severity.level,
+        "top_clusters": segmented["clusters"][:TOP_CLUSTERS],  # largest first
+        "mask_uri": segmented["mask_uri"],
+        "die_map": segmented["die_map"],  # so the notifier can draw the wafer
         "test_end_time": segmented["test_end_time"],
         "lane": segmented["lane"],
     }

@@ -1,7 +1,7 @@
 """Lot rules: repeated systematic patterns and low lot yield (pure, no I/O).
 
-The lot state is a JSON-able dict because it lives in a faust table (its
-changelog is JSON). Wafers are keyed by wafer id and remember the event id
+The lot state is a JSON-able dict because it is stored as a JSON document
+(``lot_state.state``). Wafers are keyed by wafer id and remember the event id
 that produced them, so a replayed event changes nothing and a retest or a
 backfill with another model replaces the wafer instead of counting it twice.
 Excursions already emitted are remembered per ``cause/pattern`` key, which is

@@ -46,19 +46,26 @@ async def upsert_assessment(pool: asyncpg.Pool, record: dict[str, Any]) -> None:
     )
 
 
+async def load_lot_state(pool: asyncpg.Pool, lot_id: str) -> LotState | None:
+    """The lot's state document as last committed, or None for a new lot."""
+    raw = await pool.fetchval("SELECT state FROM lot_state WHERE lot_id = $1", lot_id)
+    state: LotState | None = json.loads(raw) if raw else None
+    return state or None
+
+
 async def upsert_lot_state(pool: asyncpg.Pool, lot_id: str, state: LotState) -> None:
-    """Mirror the faust table entry for queries (and for other lots' baselines)."""
+    """Store the lot's state document and its queryable summary columns."""
     counts = {p: len(ids) for p, ids in pattern_wafers(state).items()}
     await pool.execute(
         """INSERT INTO lot_state (lot_id, product, wafer_count, mean_yield_pct, pattern_counts,
-                                  excursions)
-           VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb)
+                                  excursions, state)
+           VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7::jsonb)
            ON CONFLICT (lot_id) DO UPDATE SET
                wafer_count = EXCLUDED.wafer_count, mean_yield_pct = EXCLUDED.mean_yield_pct,
                pattern_counts = EXCLUDED.pattern_counts, excursions = EXCLUDED.excursions,
-               updated_at = now()""",
+               state = EXCLUDED.state, updated_at = now()""",
         lot_id, state["product"], len(state["wafers"]), mean_yield_pct(state),
-        json.dumps(counts), json.dumps(state["emitted"]),
+        json.dumps(counts), json.dumps(state["emitted"]), json.dumps(state),
     )
 
 

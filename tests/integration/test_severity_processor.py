@@ -2,7 +2,7 @@
 
 One lot, four wafers, three of them Scratch (k = 3). The processor is
 stopped after two wafers and restarted, so the excursion can only fire if
-the lot state survived the restart (faust changelog); poison goes to the DLQ
+the lot state survived the restart (PostgreSQL lot state); poison goes to the DLQ
 without stopping the stream; a full replay adds no rows and no second
 excursion.
 """
