@@ -241,13 +241,15 @@ def bench() -> None:
 @click.option("--wafers", type=int, default=500, show_default=True)
 @click.option("--max-side", type=int, default=64, show_default=True, help="largest map side")
 @click.option("--json", "out", type=click.Path(path_type=Path), help="write the figures here")
-def bench_pipeline(wafers: int, max_side: int, out: Path | None) -> None:
+@click.option("--inference-processes", type=int, default=1, show_default=True)
+def bench_pipeline(wafers: int, max_side: int, out: Path | None, inference_processes: int) -> None:
     """End-to-end throughput and latency vs. raw onnxruntime on the same maps."""
     from dataclasses import asdict
 
     from infra.bench.pipeline import run_bench
 
-    click.echo(json.dumps(asdict(run_bench(wafers, max_side, out)), indent=2))
+    result = run_bench(wafers, max_side, out, inference_processes)
+    click.echo(json.dumps(asdict(result), indent=2))
 
 
 def _register_optional() -> None:

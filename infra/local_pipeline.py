@@ -55,8 +55,8 @@ class LocalPipeline:
                 "WAFERSTREAM_ALERTS__RULES_FILE", str(DEMO_RULES)),
             "WAFERSTREAM_DEMO_WEBHOOK_URL": self.inbox.url,
         }
-        for args in self.services:
-            log = open(self.settings.data_dir / f"{self.tag}-{'-'.join(args)}.log", "ab")  # noqa: SIM115
+        for n, args in enumerate(self.services):
+            log = open(self._log(n, args), "ab")  # noqa: SIM115
             self.procs.append(subprocess.Popen([sys.executable, "-m", "infra", *args],
                                                stdout=log, stderr=subprocess.STDOUT, env=env))
         return self
@@ -82,12 +82,15 @@ class LocalPipeline:
         finally:
             await conn.close()
 
+    def _log(self, n: int, args: tuple[str, ...]) -> Path:
+        return self.settings.data_dir / f"{self.tag}-{n}-{'-'.join(args)}.log"
+
     def check_alive(self) -> None:
-        for args, proc in zip(self.services, self.procs, strict=True):
+        for n, (args, proc) in enumerate(zip(self.services, self.procs, strict=True)):
             if proc.poll() is not None:
                 raise ServiceExited(
-                    f"`waferstream {' '.join(args)}` exited with {proc.returncode}; see "
-                    f"{self.settings.data_dir}/{self.tag}-{'-'.join(args)}.log")
+                    f"`waferstream {' '.join(args)}` exited with {proc.returncode}; "
+                    f"see {self._log(n, args)}")
 
     async def count(self, query: str, *args: object) -> int:
         conn = await asyncpg.connect(self.dsn)

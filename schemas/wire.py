@@ -56,16 +56,25 @@ class AvroCodec:
         """Validate ``record`` against the current schema and frame it for ``topic``."""
         schema = self.catalog.current(event_type)
         record = {**record, "schema_version": schema.version}
-        try:
-            fastavro.validation.validate(record, schema.parsed, raise_errors=True)
-        except fastavro.validation.ValidationError as exc:
-            raise SchemaViolation(f"{schema.full_name}: {exc}") from exc
         body = io.BytesIO()
-        fastavro.schemaless_writer(body, schema.parsed, record)
+        try:
+            fastavro.schemaless_writer(body, schema.parsed, record)
+        except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
+            # The writer fails fast but tersely; the validator says which field is wrong.
+            # Running it only on failure keeps it off the hot path.
+            raise SchemaViolation(f"{schema.full_name}: {self._explain(record, schema)}") from exc
         if self._registry is None:
             return SINGLE_OBJECT_MAGIC + schema.fingerprint + body.getvalue()
         schema_id = self._schema_id(schema, topic)
         return CONFLUENT_MAGIC + struct.pack(">I", schema_id) + body.getvalue()
+
+    @staticmethod
+    def _explain(record: dict[str, Any], schema: SchemaVersion) -> str:
+        try:
+            fastavro.validation.validate(record, schema.parsed, raise_errors=True)
+        except fastavro.validation.ValidationError as exc:
+            return str(exc)
+        return "record does not match the schema"
 
     def decode(self, payload: bytes | None, event_type: str) -> dict[str, Any]:
         """Decode a payload in either wire format into a dict of the current schema."""

@@ -108,28 +108,35 @@ class SeverityProcessor:
         return SegmentedWafer(event, metrics)
 
     async def process(self, batch: list[Decoded[SegmentedWafer]]) -> None:
-        for item in batch:  # input order: a lot's wafers are applied in test order
-            await self.apply(item.value)
+        """All effects of a batch; safe to repeat from the top after any failure.
 
-    async def apply(self, wafer: SegmentedWafer) -> None:
-        """All effects of one wafer; safe to repeat from the top after any failure."""
-        event = wafer.event
-        lot_id = event["lot_id"]
-        assessed = wafer_assessed(event, wafer.metrics, assess(wafer.metrics, self.config))
-        await sink.upsert_assessment(self.pool, assessed)
-        self.producer.send(WAFER_ASSESSED, lot_id, assessed)
+        Assessments are written in one statement, every lot's state is read
+        once, the lot rules run in input order (a lot's wafers in test
+        order) and each touched lot's state is written back last.
+        """
+        wafers = [item.value for item in batch]
+        assessed = [
+            wafer_assessed(w.event, w.metrics, assess(w.metrics, self.config)) for w in wafers
+        ]
+        await sink.upsert_assessments(self.pool, assessed)
+        for record in assessed:
+            self.producer.send(WAFER_ASSESSED, record["lot_id"], record)
 
-        state, changed = record_wafer(await sink.load_lot_state(self.pool, lot_id), WaferFacts(
-            event_id=event["event_id"], wafer_id=event["wafer_id"], product=event["product"],
-            yield_pct=wafer.metrics.yield_pct,
-            systematic_patterns=systematic_patterns(event["patterns"], event["label"]),
-        ))
-        state = await self._emit_excursions(lot_id, event["correlation_id"], state)
-        await sink.upsert_lot_state(self.pool, lot_id, state)
-        log.info(
-            "wafer assessed", lot_id=lot_id, wafer_id=event["wafer_id"], replay=not changed,
-            score=assessed["severity_score"], level=assessed["severity_level"],
-        )
+        states = await sink.load_lot_states(self.pool, {w.event["lot_id"] for w in wafers})
+        for wafer, record in zip(wafers, assessed, strict=True):
+            event = wafer.event
+            lot_id = event["lot_id"]
+            state, changed = record_wafer(states.get(lot_id), WaferFacts(
+                event_id=event["event_id"], wafer_id=event["wafer_id"],
+                product=event["product"], yield_pct=wafer.metrics.yield_pct,
+                systematic_patterns=systematic_patterns(event["patterns"], event["label"]),
+            ))
+            states[lot_id] = await self._emit_excursions(lot_id, event["correlation_id"], state)
+            log.info(
+                "wafer assessed", lot_id=lot_id, wafer_id=event["wafer_id"], replay=not changed,
+                score=record["severity_score"], level=record["severity_level"],
+            )
+        await sink.upsert_lot_states(self.pool, states)
 
     async def _emit_excursions(self, lot_id: str, correlation_id: str, state: LotState) -> LotState:
         baseline = None

@@ -18,8 +18,8 @@ import asyncpg
 from consumers.severity.lot import LotState, mean_yield_pct, pattern_wafers
 
 
-async def upsert_assessment(pool: asyncpg.Pool, record: dict[str, Any]) -> None:
-    await pool.execute(
+async def upsert_assessments(pool: asyncpg.Pool, records: list[dict[str, Any]]) -> None:
+    await pool.executemany(
         """INSERT INTO assessments (
                source_event_id, model_version, assessment_event_id, lot_id, wafer_id, product,
                dominant_pattern, patterns, total_dies, failing_dies, affected_dies, yield_pct,
@@ -36,27 +36,31 @@ async def upsert_assessment(pool: asyncpg.Pool, record: dict[str, Any]) -> None:
                quadrant_fail_counts = EXCLUDED.quadrant_fail_counts,
                cluster_count = EXCLUDED.cluster_count, severity_score = EXCLUDED.severity_score,
                severity_level = EXCLUDED.severity_level, assessed_at = now()""",
-        record["source_event_id"], record["model_version"], record["event_id"],
-        record["lot_id"], record["wafer_id"], record["product"], record["dominant_pattern"],
-        record["patterns"], record["total_dies"], record["failing_dies"],
-        record["affected_dies"], record["yield_pct"], record["coverage_pct"],
-        record["defect_density_per_cm2"], record["edge_ratio"],
-        record["quadrant_fail_counts"], record["cluster_count"], record["severity_score"],
-        record["severity_level"], record["lane"],
+        [
+            (
+                r["source_event_id"], r["model_version"], r["event_id"], r["lot_id"],
+                r["wafer_id"], r["product"], r["dominant_pattern"], r["patterns"],
+                r["total_dies"], r["failing_dies"], r["affected_dies"], r["yield_pct"],
+                r["coverage_pct"], r["defect_density_per_cm2"], r["edge_ratio"],
+                r["quadrant_fail_counts"], r["cluster_count"], r["severity_score"],
+                r["severity_level"], r["lane"],
+            )
+            for r in records
+        ],
     )
 
 
-async def load_lot_state(pool: asyncpg.Pool, lot_id: str) -> LotState | None:
-    """The lot's state document as last committed, or None for a new lot."""
-    raw = await pool.fetchval("SELECT state FROM lot_state WHERE lot_id = $1", lot_id)
-    state: LotState | None = json.loads(raw) if raw else None
-    return state or None
+async def load_lot_states(pool: asyncpg.Pool, lot_ids: set[str]) -> dict[str, LotState]:
+    """The state documents of ``lot_ids`` as last committed (new lots are absent)."""
+    rows = await pool.fetch(
+        "SELECT lot_id, state FROM lot_state WHERE lot_id = ANY($1::text[])", list(lot_ids)
+    )
+    return {r["lot_id"]: json.loads(r["state"]) for r in rows if json.loads(r["state"])}
 
 
-async def upsert_lot_state(pool: asyncpg.Pool, lot_id: str, state: LotState) -> None:
-    """Store the lot's state document and its queryable summary columns."""
-    counts = {p: len(ids) for p, ids in pattern_wafers(state).items()}
-    await pool.execute(
+async def upsert_lot_states(pool: asyncpg.Pool, states: dict[str, LotState]) -> None:
+    """Store each lot's state document and its queryable summary columns."""
+    await pool.executemany(
         """INSERT INTO lot_state (lot_id, product, wafer_count, mean_yield_pct, pattern_counts,
                                   excursions, state)
            VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7::jsonb)
@@ -64,8 +68,14 @@ async def upsert_lot_state(pool: asyncpg.Pool, lot_id: str, state: LotState) -> 
                wafer_count = EXCLUDED.wafer_count, mean_yield_pct = EXCLUDED.mean_yield_pct,
                pattern_counts = EXCLUDED.pattern_counts, excursions = EXCLUDED.excursions,
                state = EXCLUDED.state, updated_at = now()""",
-        lot_id, state["product"], len(state["wafers"]), mean_yield_pct(state),
-        json.dumps(counts), json.dumps(state["emitted"]), json.dumps(state),
+        [
+            (
+                lot_id, state["product"], len(state["wafers"]), mean_yield_pct(state),
+                json.dumps({p: len(ids) for p, ids in pattern_wafers(state).items()}),
+                json.dumps(state["emitted"]), json.dumps(state),
+            )
+            for lot_id, state in states.items()
+        ],
     )
 
 

@@ -27,7 +27,7 @@ import asyncpg
 import numpy as np
 
 from infra.kafka.producer import EventProducer
-from infra.local_pipeline import LocalPipeline
+from infra.local_pipeline import PIPELINE, LocalPipeline
 from infra.settings import Settings
 from ml.serving import DEFAULT_MODEL_PATH, WaferModel
 from producers.simulator import FabSimulator, SimulatedWafer, SimulationConfig
@@ -56,6 +56,7 @@ class Percentiles:
 @dataclass
 class BenchResult:
     wafers: int
+    inference_processes: int
     max_side: int
     batch_size: int
     model_version: str
@@ -82,7 +83,7 @@ def measure_baseline(model: WaferModel, maps: list[np.ndarray], batch: int) -> f
 
 def _publish(settings: Settings, wafers: list[SimulatedWafer], rate: float) -> dict[str, float]:
     """Publish (paced if ``rate`` > 0); returns publish wall time per event id."""
-    producer = EventProducer(settings, linger_ms=0)
+    producer = EventProducer(settings, **{"linger.ms": 0})
     sent: dict[str, float] = {}
     started = time.monotonic()
     for n, wafer in enumerate(wafers):
@@ -112,9 +113,12 @@ async def _latencies(dsn: str, sent: dict[str, float]) -> tuple[list[float], lis
     return to_ms(assessed), to_ms(alerted)
 
 
-def run_bench(wafers: int, max_side: int, out: Path | None) -> BenchResult:
+def run_bench(
+    wafers: int, max_side: int, out: Path | None, inference_processes: int = 1
+) -> BenchResult:
     """Run all three phases on the local pipeline and return (and optionally write) figures."""
-    with LocalPipeline(tag="bench") as pipe:
+    services = [("run", "inference")] * inference_processes + [s for s in PIPELINE if s[1] != "inference"]
+    with LocalPipeline(services, tag="bench") as pipe:
         settings = pipe.settings
         batch = settings.kafka.batch_max_messages
         model = WaferModel.load(settings.model.path or DEFAULT_MODEL_PATH, 1)
@@ -135,7 +139,7 @@ def run_bench(wafers: int, max_side: int, out: Path | None) -> BenchResult:
         time.sleep(1.0)  # let the notifier finish deciding on the last wafers
         to_assessed, to_alert = asyncio.run(_latencies(pipe.dsn, sent))
     result = BenchResult(
-        wafers=wafers, max_side=max_side, batch_size=batch, model_version=model.version,
+        wafers=wafers, inference_processes=inference_processes, max_side=max_side, batch_size=batch, model_version=model.version,
         baseline_wafers_per_s=round(baseline, 1), pipeline_wafers_per_s=round(pipeline, 1),
         ratio_pipeline_to_baseline=round(pipeline / baseline, 3),
         half_rate_wafers_per_s=round(half, 1),

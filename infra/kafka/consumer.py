@@ -107,6 +107,9 @@ class ConsumerLoop(Generic[T]):
                 "auto.offset.reset": "earliest",
                 "session.timeout.ms": kafka.session_timeout_ms,
                 "max.poll.interval.ms": kafka.max_poll_interval_ms,
+                # The dev broker holds a fetch for the full wait even when data
+                # arrives, so this bounds the per-hop latency there.
+                "fetch.wait.max.ms": kafka.fetch_wait_max_ms,
                 "partition.assignment.strategy": "cooperative-sticky",
                 **service.consumer_overrides,
             }
@@ -160,25 +163,38 @@ class ConsumerLoop(Generic[T]):
     # -- the batch ----------------------------------------------------------
 
     def _poll_batch(self) -> list[Message]:
+        """Up to N records: block (briefly) for the first, then give the batch T ms to fill.
+
+        librdkafka's ``consume(n, timeout)`` waits until it has *n* records or
+        the timeout passes, so the first call asks for one record only: an
+        idle loop still notices ``stop()`` within 0.5 s, and a lone record
+        waits at most T ms for company instead of the whole poll timeout.
+        """
         kafka = self.settings.kafka
+        batch = self._usable(self._consumer.consume(1, 0.5))
+        if not batch:
+            return batch
         deadline = time.monotonic() + kafka.batch_max_wait_ms / 1000
-        batch: list[Message] = []
         while len(batch) < kafka.batch_max_messages and self._running:
-            timeout = max(0.0, deadline - time.monotonic())
-            if batch and timeout == 0:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 break
-            # Block up to 0.5 s for the first record so an idle loop still notices stop().
-            wait = timeout if batch else 0.5
-            msgs = self._consumer.consume(kafka.batch_max_messages - len(batch), wait)
-            for msg in msgs:
-                if msg.error():
-                    if msg.error().code() != KafkaError._PARTITION_EOF:
-                        log.warning("consumer error", error=msg.error().str())
-                    continue
-                batch.append(msg)
-            if not batch and not msgs:
-                break
+            batch += self._usable(
+                self._consumer.consume(kafka.batch_max_messages - len(batch), remaining)
+            )
         return batch
+
+    @staticmethod
+    def _usable(msgs: list[Message]) -> list[Message]:
+        """Records only; partition EOFs are dropped and other errors logged."""
+        usable = []
+        for msg in msgs:
+            if msg.error():
+                if msg.error().code() != KafkaError._PARTITION_EOF:
+                    log.warning("consumer error", error=msg.error().str())
+                continue
+            usable.append(msg)
+        return usable
 
     async def _handle_batch(self, batch: list[Message]) -> None:
         service = self.service.name
