@@ -6,6 +6,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -85,3 +86,33 @@ def read_topic(settings: Settings, topic: str, idle_s: float = 1.5) -> list[Mess
     finally:
         consumer.close()
     return records
+
+
+class InProcessService:
+    """A real service entry point (``run_x(settings, stop=...)``) on a thread with its own
+    event loop; leaving the block sets its stop event, as SIGTERM would."""
+
+    def __init__(self, entry: Callable[..., Any], settings: Settings) -> None:
+        self.entry = entry
+        self.settings = settings
+        self.loop = asyncio.new_event_loop()
+        self.stop = asyncio.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.error: BaseException | None = None
+
+    def _run(self) -> None:
+        try:
+            self.loop.run_until_complete(self.entry(self.settings, stop=self.stop))
+        except BaseException as exc:  # surfaced in __exit__
+            self.error = exc
+
+    def __enter__(self) -> InProcessService:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.loop.call_soon_threadsafe(self.stop.set)
+        self.thread.join(60)
+        assert not self.thread.is_alive(), "service did not stop on request"
+        if self.error:
+            raise self.error

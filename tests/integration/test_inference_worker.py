@@ -2,51 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
-import threading
 from urllib.parse import urlparse
 
-from consumers.inference.main import run_inference
 from pydantic import SecretStr
 
+from consumers.inference.main import run_inference
 from infra.kafka.admin import ensure_topics
 from infra.kafka.producer import EventProducer
 from infra.settings import Settings
 from schemas.topics import DLQ_SUFFIX, WAFER_SEGMENTED, WAFER_TEST_COMPLETED
 from tests.factories import wafer_events
-from tests.pipeline import fetchval, read_topic, spawn_service, wait_until
+from tests.pipeline import InProcessService, fetchval, read_topic, spawn_service, wait_until
 from tests.tcp_proxy import TcpProxy
 
 RESULTS = "SELECT count(*) FROM inference_results"
 
 
-class InProcessWorker:
-    """The real worker service on a thread with its own event loop, stopped like SIGTERM."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.loop = asyncio.new_event_loop()
-        self.stop = asyncio.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.error: BaseException | None = None
-
-    def _run(self) -> None:
-        try:
-            self.loop.run_until_complete(run_inference(self.settings, stop=self.stop))
-        except BaseException as exc:  # surfaced in __exit__
-            self.error = exc
-
-    def __enter__(self) -> InProcessWorker:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.loop.call_soon_threadsafe(self.stop.set)
-        self.thread.join(60)
-        assert not self.thread.is_alive(), "worker did not stop on request"
-        if self.error:
-            raise self.error
+def InProcessWorker(settings: Settings) -> InProcessService:  # noqa: N802 - reads as a class
+    """The real inference worker in this process."""
+    return InProcessService(run_inference, settings)
 
 
 def _publish(settings: Settings, events: list[dict], raw: list[tuple[bytes, bytes]] = ()) -> None:  # type: ignore[type-arg,assignment]

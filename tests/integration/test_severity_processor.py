@@ -9,8 +9,6 @@ excursion.
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import uuid
 from typing import Any
 
@@ -22,35 +20,12 @@ from infra.settings import Settings
 from schemas.topics import DLQ_SUFFIX, LOT_EXCURSIONS, WAFER_ASSESSED, WAFER_SEGMENTED
 from schemas.wire import shared_codec
 from tests.factories import sample_records
-from tests.pipeline import fetchval, read_topic, wait_until
+from tests.pipeline import InProcessService, fetchval, read_topic, wait_until
 
 
-class InProcessSeverity:
-    """``run_severity`` on a thread with its own event loop, stopped through its stop event."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.loop = asyncio.new_event_loop()
-        self.stop = asyncio.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.error: BaseException | None = None
-
-    def _run(self) -> None:
-        try:
-            self.loop.run_until_complete(run_severity(self.settings, self.stop))
-        except BaseException as exc:  # surfaced in __exit__
-            self.error = exc
-
-    def __enter__(self) -> InProcessSeverity:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.loop.call_soon_threadsafe(self.stop.set)
-        self.thread.join(30)
-        assert not self.thread.is_alive(), "processor did not stop on request"
-        if self.error:
-            raise self.error
+def InProcessSeverity(settings: Settings) -> InProcessService:  # noqa: N802 - reads as a class
+    """The real severity processor in this process."""
+    return InProcessService(run_severity, settings)
 
 
 def _segmented(wafer_id: str, label: str) -> dict[str, Any]:
