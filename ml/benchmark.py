@@ -33,3 +33,18 @@ def bench_session(model: WaferModel, maps: list[np.ndarray], batch: int) -> dict
         model.session.run(None, {"input": b})
         times.append(1000 * (time.perf_counter() - t0) / batch)
     return {**_stats(times), "wafers_per_s": round(1000 / float(np.mean(times)), 1)}
+
+
+def compare(
+    a: WaferModel, b: WaferModel, maps: list[np.ndarray], batch: int = 8, rounds: int = 5
+) -> tuple[float, float]:
+    """Median over ``rounds`` of per-wafer mean latency for ``a`` and ``b``, interleaved.
+
+    Interleaving (a, b, a, b, ...) exposes both models to the same load
+    drift on a shared machine, which sequential timing does not.
+    """
+    ta, tb = [], []
+    for _ in range(rounds):
+        ta.append(bench_session(a, maps, batch)["mean_ms"])
+        tb.append(bench_session(b, maps, batch)["mean_ms"])
+    return float(np.median(ta)), float(np.median(tb))

@@ -62,7 +62,7 @@ def try_int8(
     file stays within one point of FP32 and batch-8 latency at the 64 bucket
     is lower, timed in the same process. The outcome is recorded in the card.
     """
-    from ml.benchmark import bench_session
+    from ml.benchmark import compare
     from ml.data import load_npz
     from ml.evaluate import evaluate_real, update_card
     from ml.quantize import quantize
@@ -74,8 +74,7 @@ def try_int8(
     q_path = quantize(model_path, int8_dir / model_path.name, calib.maps[:512])
     q_f1 = float(evaluate_real(q_path, load_npz(data_dir / TEST_FILE), TEST_FILE)["macro_f1"])  # type: ignore[arg-type]
     small = [m for m in calib.maps if max(m.shape) <= 64][:400]
-    fp32_ms = bench_session(WaferModel.load(model_path), small, 8)["mean_ms"]
-    int8_ms = bench_session(WaferModel.load(q_path), small, 8)["mean_ms"]
+    fp32_ms, int8_ms = compare(WaferModel.load(model_path), WaferModel.load(q_path), small)
     adopt = q_f1 >= fp32_macro_f1 - 0.01 and int8_ms < fp32_ms
     result = {"macro_f1": q_f1, "fp32_macro_f1": fp32_macro_f1, "ms_per_wafer_batch8": int8_ms,
               "fp32_ms_per_wafer_batch8": fp32_ms, "adopted": adopt}

@@ -73,6 +73,7 @@ def test_onnx_export_matches_pytorch(trained_run: Path, tiny_model: Path) -> Non
 def test_static_int8_graph_runs_and_keeps_the_contract(tiny_model: Path, tmp_path: Path) -> None:
     import shutil
 
+    from ml.benchmark import compare
     from ml.quantize import quantize
     from ml.serving import WaferModel, mc_head_path
 
@@ -84,3 +85,6 @@ def test_static_int8_graph_runs_and_keeps_the_contract(tiny_model: Path, tmp_pat
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
     preds = WaferModel.load(q).predict(maps[:3])
     assert [p.die_labels.shape for p in preds] == [m.shape for m in maps[:3]]
+    small = [m for m in maps if max(m.shape) <= 64]
+    fp32_ms, int8_ms = compare(WaferModel.load(tiny_model), WaferModel.load(q), small, rounds=1)
+    assert fp32_ms > 0 and int8_ms > 0
