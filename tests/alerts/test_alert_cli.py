@@ -40,12 +40,12 @@ def test_list_filters_and_json(env: Env, http_capture: HttpCapture) -> None:
 
     result = runner.invoke(ALERTS, ["list", "--json"])
     assert result.exit_code == 0, result.output
-    rows = [json.loads(line) for line in result.output.splitlines()]
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(rows) == 4
     assert [r["id"] for r in rows] == sorted((r["id"] for r in rows), reverse=True)  # newest first
 
     failed = runner.invoke(ALERTS, ["list", "--status", "failed", "--json"])
-    [row] = [json.loads(line) for line in failed.output.splitlines()]
+    [row] = [json.loads(line) for line in failed.stdout.splitlines()]
     assert (row["lot_id"], row["channel"]) == ("LOT077", "mes")
     assert row["reason"].startswith("gave up after 3 attempt(s)")
 

@@ -190,7 +190,7 @@ def test_publish_dry_run_prints_a_summary_and_publishes_nothing(
     path = write_wafer(tmp_path, "w.npy", "LOTD", "LOTD-W01", seed=4, product="MCU-M4")
     result = CliRunner().invoke(publish, [str(path), "--dry-run", "--json"], obj=settings)
     assert result.exit_code == 0, result.output
-    [summary] = json.loads(result.output)
+    [summary] = json.loads(result.stdout)
     [wafer] = summary["wafers"]
     assert (wafer["lot_id"], wafer["wafer_id"], wafer["product"], wafer["grid"]) == (
         "LOTD", "LOTD-W01", "MCU-M4", [8, 9])

@@ -107,7 +107,7 @@ def test_offset_range_replay_through_the_cli(settings: Settings) -> None:
         obj=settings,
     )
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output[result.output.index("{"):])["copied"] == 3
+    assert json.loads(result.stdout[result.stdout.index("{"):])["copied"] == 3
     copied = consume_all(settings, settings.topic(WAFER_TEST_COMPLETED_BACKFILL.name))
     assert [m.value() for m in copied] == [m.value() for m in expected]
 
@@ -143,7 +143,7 @@ def test_archive_backfill_is_resumable_and_never_republishes(settings: Settings,
         backfill_command, ["--from-archive", "--model", "v3", "--product", "MCU-M4"], obj=settings
     )
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output[result.output.index("{"):])["events"] == 1
+    assert json.loads(result.stdout[result.stdout.index("{"):])["events"] == 1
     everything = decoded(consume_all(settings, backfill_topic))
     assert len(everything) == 6
     assert [e["wafer_id"] for e in everything if e["requested_model"] == "v3"] == ["LB0-W04"]
