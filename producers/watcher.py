@@ -24,6 +24,7 @@ import signal
 import sqlite3
 import threading
 import time
+from datetime import timedelta
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +65,7 @@ class DropFolderWatcher:
         *,
         settle_s: float = 5.0,
         incomplete_timeout_s: float = 600.0,
+        spool_retention: timedelta = timedelta(days=7),
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.publisher = publisher
@@ -72,6 +74,7 @@ class DropFolderWatcher:
         self.quarantine = self.folder / QUARANTINE_DIR
         self.settle_s = settle_s
         self.incomplete_timeout_s = incomplete_timeout_s
+        self.spool_retention = spool_retention
         self.stop_event = threading.Event()
         self._clock = clock
         self._seen: dict[Path, tuple[int, int]] = {}
@@ -99,6 +102,9 @@ class DropFolderWatcher:
                 report.quarantined.append(path)
                 log.warning("file quarantined", path=str(path), error=str(exc))
         report.delivered = self.publisher.deliver_due()
+        # Delivered entries are only kept for re-publish dedup; without a purge
+        # the spool of a busy tester would grow forever.
+        self.publisher.spool.purge_delivered(self.spool_retention)
         return report
 
     def run(self, poll_s: float = 2.0) -> None:

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import tempfile
 import time
 import uuid
 from collections import defaultdict
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -197,3 +199,27 @@ def test_publish_dry_run_prints_a_summary_and_publishes_nothing(
     assert wafer["dies"] == wafer["pass"] + wafer["fail"] == 71
     assert not (settings.data_dir / "publisher-spool.sqlite").exists()
     assert not (tmp_path / "objects").exists()
+
+
+def test_watcher_purges_delivered_spool_entries_after_the_retention(
+    settings: Settings, tmp_path: Path
+) -> None:
+    ensure_topics(settings, (WAFER_TEST_COMPLETED,))
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    path = write_wafer(drop, "w.npy", "LOTP", "LOTP-W1", seed=3)
+    os.utime(path, (time.time() - 60, time.time() - 60))
+    publisher = Publisher(settings)
+
+    def rows() -> int:
+        with sqlite3.connect(publisher.spool.path) as conn:
+            return int(conn.execute("SELECT count(*) FROM spool").fetchone()[0])
+
+    try:
+        assert DropFolderWatcher(publisher, drop, settle_s=30).run_once().delivered == 1
+        assert rows() == 1 and publisher.spool.backlog() == 0  # kept for re-publish dedup
+        DropFolderWatcher(publisher, drop, settle_s=30,
+                          spool_retention=timedelta(seconds=-1)).run_once()
+        assert rows() == 0  # delivered entries older than the retention are gone
+    finally:
+        publisher.close()
