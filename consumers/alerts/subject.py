@@ -134,7 +134,13 @@ class AlertSubject(BaseModel):
 
     @property
     def wafer_key(self) -> str:
-        """``lot/wafer`` (or ``lot/-`` for a lot event): the unit dedup works on."""
+        """The unit dedup works on: ``lot/wafer``, or ``lot/-/cause`` for a lot event.
+
+        A lot can have several excursions (another cause, another pattern);
+        each is news to FA, so the cause is part of a lot event's key.
+        """
+        if self.kind == "lot_excursion":
+            return f"{self.lot_id}/-/{self.excursion_cause or ''}"
         return f"{self.lot_id}/{self.wafer_id or '-'}"
 
     def summary(self) -> dict[str, Any]:
