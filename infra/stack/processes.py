@@ -73,25 +73,24 @@ def stop_pid(pid_file: Path, timeout_s: float = 10.0) -> bool:
         return False
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-            reaped, _ = os.waitpid(pid, os.WNOHANG) if _is_child(pid) else (0, 0)
-            if reaped:
-                break
-        except (ProcessLookupError, ChildProcessError):
-            break
+    while time.monotonic() < deadline and _running(pid):
         time.sleep(0.05)
-    else:
+    if _running(pid):
         os.kill(pid, signal.SIGKILL)
     pid_file.unlink(missing_ok=True)
     return True
 
 
-def _is_child(pid: int) -> bool:
+def _running(pid: int) -> bool:
+    """True while ``pid`` runs; reaps it if it is our own child (no zombie left)."""
     try:
-        return os.getpgid(pid) >= 0 and Path(f"/proc/{pid}/stat").read_text().split()[3] == str(
-            os.getpid()
-        )
-    except (OSError, IndexError):
+        reaped, _ = os.waitpid(pid, os.WNOHANG)
+        if reaped:
+            return False
+    except ChildProcessError:
+        pass  # started by another `waferstream stack up`: not ours to reap
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
         return False
+    return True

@@ -8,7 +8,6 @@ independent and leave nothing behind.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import socket
@@ -20,7 +19,6 @@ from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import asyncpg

@@ -13,7 +13,6 @@ import os
 import sqlite3
 import tempfile
 import time
-import uuid
 from collections import defaultdict
 from datetime import timedelta
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+from confluent_kafka import Message
 
 from infra.kafka.admin import ensure_topics
 from infra.settings import Settings
@@ -32,27 +31,10 @@ from producers.publisher import Publisher
 from producers.watcher import DropFolderWatcher
 from schemas.topics import WAFER_TEST_COMPLETED
 from schemas.wire import shared_codec
+from tests.pipeline import read_topic
 from tests.servers import free_port
 
 pytestmark = pytest.mark.integration
-
-
-def consume_all(settings: Settings, topic: str, idle_s: float = 1.0) -> list[Message]:
-    """Every record of a (prefixed) topic, all partitions from the beginning, until idle."""
-    consumer = Consumer({
-        **settings.kafka.client_config(), "group.id": f"check-{uuid.uuid4().hex}",
-        "enable.auto.commit": False,
-    })
-    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-    got: list[Message] = []
-    try:
-        while (msg := consumer.poll(idle_s)) is not None:
-            if not msg.error():
-                got.append(msg)
-    finally:
-        consumer.close()
-    return got
 
 
 def decoded(messages: list[Message]) -> list[dict[str, Any]]:
@@ -111,7 +93,7 @@ def test_outage_while_100_files_arrive_delivers_each_once_in_lot_order(
         ensure_topics(settings, (WAFER_TEST_COMPLETED,))
         assert publisher.drain(timeout_s=30)
         assert publisher.spool.backlog() == 0
-        events = decoded(consume_all(settings, settings.topic(WAFER_TEST_COMPLETED.name)))
+        events = decoded(read_topic(settings, settings.topic(WAFER_TEST_COMPLETED.name)))
     finally:
         publisher.close()
         broker.stop()
@@ -139,7 +121,7 @@ def test_republishing_a_file_is_deduped_by_event_id(settings: Settings, tmp_path
     finally:
         publisher.close()
     assert again.newly_spooled == 0
-    messages = consume_all(settings, settings.topic(WAFER_TEST_COMPLETED.name))
+    messages = read_topic(settings, settings.topic(WAFER_TEST_COMPLETED.name))
     assert [dict(m.headers())["event_id"].decode() for m in messages] == list(again.event_ids)
     assert messages[0].key() == b"LOTA"
     assert decoded(messages)[0]["source_uri"] == again.archive_uri
@@ -182,7 +164,7 @@ def test_watcher_quarantines_bad_files_and_publishes_good_ones(
     assert all((drop / "done" / g.name).exists() and not g.exists() for g in good)
     assert fresh.exists() and fresh in report.waiting
     assert (drop / "partial.stdf.part").exists()
-    events = decoded(consume_all(settings, settings.topic(WAFER_TEST_COMPLETED.name)))
+    events = decoded(read_topic(settings, settings.topic(WAFER_TEST_COMPLETED.name)))
     assert sorted(e["wafer_id"] for e in events) == ["LOTG-W0", "LOTG-W1"]
 
 

@@ -27,7 +27,8 @@ from producers.events import WaferContext, wafer_completed_event
 from producers.publisher import Publisher
 from producers.replay import Bound, _Reader, replay
 from schemas.topics import WAFER_TEST_COMPLETED, WAFER_TEST_COMPLETED_BACKFILL
-from tests.integration.test_publisher import consume_all, decoded, write_wafer
+from tests.integration.test_publisher import decoded, write_wafer
+from tests.pipeline import read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -75,7 +76,7 @@ def test_time_range_replay_copies_exactly_that_range(
 
     report = replay(settings, WAFER_TEST_COMPLETED.name, Bound.parse(iso(t1)), Bound.parse(iso(t2)),
                     idle_s=0.5)
-    copied = consume_all(settings, settings.topic(WAFER_TEST_COMPLETED_BACKFILL.name))
+    copied = read_topic(settings, settings.topic(WAFER_TEST_COMPLETED_BACKFILL.name))
     assert report.copied == 12
     assert sorted(dict(m.headers())["event_id"].decode() for m in copied) == sorted(inside)
     used = {p.start_method for p in report.partitions if p.copied}
@@ -86,7 +87,7 @@ def test_time_range_replay_copies_exactly_that_range(
         headers = {k: v.decode() for k, v in msg.headers()}
         assert headers["x-replayed-from-topic"] == source
         assert t1 <= int(headers["x-replayed-from-timestamp"]) < t2
-    originals = {dict(m.headers())["event_id"]: m for m in consume_all(settings, source)}
+    originals = {dict(m.headers())["event_id"]: m for m in read_topic(settings, source)}
     for msg in copied:  # key and value byte for byte
         original = originals[dict(msg.headers())["event_id"]]
         assert (msg.key(), msg.value()) == (original.key(), original.value())
@@ -95,7 +96,7 @@ def test_time_range_replay_copies_exactly_that_range(
 def test_offset_range_replay_through_the_cli(settings: Settings) -> None:
     ensure_topics(settings, (WAFER_TEST_COMPLETED, WAFER_TEST_COMPLETED_BACKFILL))
     _publish_batch(EventProducer(settings), "A", 30)
-    source = consume_all(settings, settings.topic(WAFER_TEST_COMPLETED.name))
+    source = read_topic(settings, settings.topic(WAFER_TEST_COMPLETED.name))
     partition = max({m.partition() for m in source}, key=lambda p: sum(m.partition() == p for m in source))
     expected = [m for m in source if m.partition() == partition][2:5]
     assert [m.offset() for m in expected] == [2, 3, 4]
@@ -108,7 +109,7 @@ def test_offset_range_replay_through_the_cli(settings: Settings) -> None:
     )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout[result.stdout.index("{"):])["copied"] == 3
-    copied = consume_all(settings, settings.topic(WAFER_TEST_COMPLETED_BACKFILL.name))
+    copied = read_topic(settings, settings.topic(WAFER_TEST_COMPLETED_BACKFILL.name))
     assert [m.value() for m in copied] == [m.value() for m in expected]
 
 
@@ -132,7 +133,7 @@ def test_archive_backfill_is_resumable_and_never_republishes(settings: Settings,
     assert (second.skipped_done, third.skipped_done) == (2, 5)
 
     backfill_topic = settings.topic(WAFER_TEST_COMPLETED_BACKFILL.name)
-    events = decoded(consume_all(settings, backfill_topic))
+    events = decoded(read_topic(settings, backfill_topic))
     assert len(events) == 5 and len({e["event_id"] for e in events}) == 5
     assert sorted(e["correlation_id"] for e in events) == sorted(live_ids)
     assert not {e["event_id"] for e in events} & set(live_ids)
@@ -144,7 +145,7 @@ def test_archive_backfill_is_resumable_and_never_republishes(settings: Settings,
     )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout[result.stdout.index("{"):])["events"] == 1
-    everything = decoded(consume_all(settings, backfill_topic))
+    everything = decoded(read_topic(settings, backfill_topic))
     assert len(everything) == 6
     assert [e["wafer_id"] for e in everything if e["requested_model"] == "v3"] == ["LB0-W04"]
 
