@@ -111,12 +111,13 @@ class AlertStore:
     async def query(
         self, *, status: AlertStatus | None = None, lot_id: str | None = None, limit: int = 50
     ) -> list[AlertRow]:
-        """Newest alerts first, optionally filtered."""
+        """Newest alerts first (by id: ``created_at`` is each transaction's start, so rows
+        written concurrently can carry out-of-order times), optionally filtered."""
         rows = await self._pool.fetch(
             f"""
             SELECT {_COLUMNS} FROM alerts
              WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR lot_id = $2)
-             ORDER BY created_at DESC, id DESC
+             ORDER BY id DESC
              LIMIT $3
             """,
             status,
