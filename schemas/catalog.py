@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Final
 
@@ -55,8 +55,18 @@ class SchemaVersion:
     parsed: Any  # fastavro parsed schema
     canonical: str
 
-    @property
+    @cached_property
+    def codec_schema(self) -> Any:
+        """``parsed`` with fastavro's parse hint, so encode/decode skip re-parsing it.
+
+        ``parsed`` itself stays hint-free: canonical forms and the registry
+        expansion are computed from it.
+        """
+        return fastavro.parse_schema(self.parsed)
+
+    @cached_property
     def fingerprint(self) -> bytes:
+        # Cached: the CRC-64 runs in pure Python and every encode frames with it.
         return fingerprint(self.canonical)
 
 

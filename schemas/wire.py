@@ -58,7 +58,7 @@ class AvroCodec:
         record = {**record, "schema_version": schema.version}
         body = io.BytesIO()
         try:
-            fastavro.schemaless_writer(body, schema.parsed, record)
+            fastavro.schemaless_writer(body, schema.codec_schema, record)
         except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
             # The writer fails fast but tersely; the validator says which field is wrong.
             # Running it only on failure keeps it off the hot path.
@@ -89,7 +89,7 @@ class AvroCodec:
                 raise UndecodableEvent(
                     f"payload is a {version.full_name}, expected {reader.full_name}"
                 )
-            return self._read(payload[10:], version.parsed, reader)
+            return self._read(payload[10:], version.codec_schema, reader)
         if payload[:1] == CONFLUENT_MAGIC and len(payload) >= 5:
             (schema_id,) = struct.unpack(">I", payload[1:5])
             return self._read(payload[5:], self._writer_by_id(schema_id), reader)
@@ -98,7 +98,7 @@ class AvroCodec:
     def _read(self, body: bytes, writer: Any, reader: SchemaVersion) -> dict[str, Any]:
         stream = io.BytesIO(body)
         try:
-            record: dict[str, Any] = fastavro.schemaless_reader(stream, writer, reader.parsed)
+            record: dict[str, Any] = fastavro.schemaless_reader(stream, writer, reader.codec_schema)
         except Exception as exc:  # fastavro raises many types on garbage input
             raise UndecodableEvent(f"{reader.full_name}: {type(exc).__name__}: {exc}") from exc
         if stream.tell() != len(body):
@@ -132,9 +132,7 @@ class AvroCodec:
                     raise UndecodableEvent(f"schema id {schema_id} not in registry") from exc
                 # Anything else is the registry being unwell: retryable, not poison.
                 raise ConnectionError(f"schema registry unavailable: {exc}") from exc
-            self._writers_by_id[schema_id] = fastavro.parse_schema(
-                json.loads(registered.schema_str), _write_hint=False
-            )
+            self._writers_by_id[schema_id] = fastavro.parse_schema(json.loads(registered.schema_str))
         return self._writers_by_id[schema_id]
 
 
