@@ -144,6 +144,10 @@ class Notifier:
             await channel.aclose()
         await self._http.aclose()
 
+    def routes(self, subject: AlertSubject) -> bool:
+        """Whether any rule matches ``subject`` (rules never look at die labels)."""
+        return bool(self._config.targets(subject))
+
     async def handle(self, subject: AlertSubject) -> list[AlertOutcome]:
         """Alert every target ``subject`` matches; returns one outcome per target."""
         targets = self._config.targets(subject)

@@ -128,6 +128,9 @@ class AlertService:
         try:
             if kind == "lot_excursion":
                 return subject_from_excursion(event)
+            subject = subject_from_assessed(event, None)
+            if not self.notifier.routes(subject):
+                return subject  # most wafers alert nobody: skip reading their mask
             labels = await asyncio.to_thread(self._mask, event.get("mask_uri"))
             return subject_from_assessed(event, labels)
         except ValueError as exc:  # pydantic validation: an impossible event

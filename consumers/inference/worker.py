@@ -103,15 +103,25 @@ class InferenceWorker:
         for item in batch:
             by_model.setdefault(item.value.event["requested_model"], []).append(item.value)
         pairs: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        masks: list[tuple[str, bytes]] = []
         for requested, inputs in by_model.items():
             model = self.models.get(requested)
             segmented = await asyncio.to_thread(self._segment, model, inputs)
-            pairs += [(w.event, s) for w, s in zip(inputs, segmented, strict=True)]
+            pairs += [(w.event, s) for w, (s, _) in zip(inputs, segmented, strict=True)]
+            masks += [mask for _, mask in segmented]
+        # Masks are written concurrently (an S3 PUT is a network round trip each),
+        # and all of them before any row or event can reference them.
+        await asyncio.gather(*(
+            asyncio.to_thread(self.store.put, key, png, "image/png") for key, png in masks
+        ))
         await write_results(self.pool, pairs)
         for _, event in pairs:
             self.producer.send(WAFER_SEGMENTED, event["lot_id"], event)
 
-    def _segment(self, model: WaferModel, inputs: list[WaferInput]) -> list[dict[str, Any]]:
+    def _segment(
+        self, model: WaferModel, inputs: list[WaferInput]
+    ) -> list[tuple[dict[str, Any], tuple[str, bytes]]]:
+        """Per wafer: the wafer-segmented event and its mask (object key, PNG bytes)."""
         started = time.perf_counter()
         predictions = model.predict([w.dies for w in inputs], self.settings.model.mc_samples)
         per_wafer_ms = (time.perf_counter() - started) * 1000 / len(inputs)
@@ -122,7 +132,7 @@ class InferenceWorker:
 
     def _segmented(
         self, version: str, wafer: WaferInput, pred: WaferPrediction, ms: float
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], tuple[str, bytes]]:
         event = wafer.event
         frame = WaferFrame.from_event(wafer.dies, event["geometry"])
         clusters = find_clusters(
@@ -135,7 +145,6 @@ class InferenceWorker:
             "masks", event["lot_id"], event["wafer_id"], event["event_id"],
             filename=f"{_safe(version)}.png",
         )
-        mask_uri = self.store.put(key, png.tobytes(), "image/png")
         return {
             "event_id": result_event_id(event["event_id"], version),
             "schema_version": 1,
@@ -154,14 +163,14 @@ class InferenceWorker:
             "pattern_probs": {k: float(v) for k, v in pred.pattern_probs.items()},
             "patterns": list(pred.patterns),
             "clusters": clusters,
-            "mask_uri": mask_uri,
+            "mask_uri": self.store.uri(key),
             "mean_entropy": float(pred.mean_entropy),
             "margin": float(pred.margin),
             "bald": pred.bald,
             "embedding": [float(x) for x in pred.embedding],
             "inference_ms": round(ms, 3),
             "lane": event["lane"],
-        }
+        }, (key, png.tobytes())
 
 
 def _safe(version: str) -> str:

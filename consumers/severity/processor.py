@@ -41,6 +41,7 @@ from consumers.severity import sink
 from consumers.severity.config import SeveritySettings
 from consumers.severity.events import lot_excursion, wafer_assessed
 from consumers.severity.lot import (
+    Baseline,
     LotState,
     WaferFacts,
     baseline_from_yields,
@@ -123,6 +124,9 @@ class SeverityProcessor:
             self.producer.send(WAFER_ASSESSED, record["lot_id"], record)
 
         states = await sink.load_lot_states(self.pool, {w.event["lot_id"] for w in wafers})
+        # Other lots' states are only written at the end of the batch, so one
+        # baseline query per lot and batch sees exactly what per-wafer queries would.
+        baselines: dict[str, Baseline | None] = {}
         for wafer, record in zip(wafers, assessed, strict=True):
             event = wafer.event
             lot_id = event["lot_id"]
@@ -131,21 +135,31 @@ class SeverityProcessor:
                 product=event["product"], yield_pct=wafer.metrics.yield_pct,
                 systematic_patterns=systematic_patterns(event["patterns"], event["label"]),
             ))
-            states[lot_id] = await self._emit_excursions(lot_id, event["correlation_id"], state)
+            states[lot_id] = await self._emit_excursions(
+                lot_id, event["correlation_id"], state, baselines
+            )
             log.info(
                 "wafer assessed", lot_id=lot_id, wafer_id=event["wafer_id"], replay=not changed,
                 score=record["severity_score"], level=record["severity_level"],
             )
         await sink.upsert_lot_states(self.pool, states)
 
-    async def _emit_excursions(self, lot_id: str, correlation_id: str, state: LotState) -> LotState:
+    async def _emit_excursions(
+        self,
+        lot_id: str,
+        correlation_id: str,
+        state: LotState,
+        baselines: dict[str, Baseline | None],
+    ) -> LotState:
         baseline = None
         if needs_baseline(state, self.config):
-            yields = await sink.recent_lot_yields(
-                self.pool, state["product"], lot_id, self.config.min_wafers_for_yield,
-                self.config.baseline_window_lots,
-            )
-            baseline = baseline_from_yields(yields, self.config)
+            if lot_id not in baselines:
+                yields = await sink.recent_lot_yields(
+                    self.pool, state["product"], lot_id, self.config.min_wafers_for_yield,
+                    self.config.baseline_window_lots,
+                )
+                baselines[lot_id] = baseline_from_yields(yields, self.config)
+            baseline = baselines[lot_id]
         for excursion in new_excursions(state, baseline, self.config):
             record = lot_excursion(lot_id, state["product"], correlation_id, excursion)
             if await sink.claim_excursion(self.pool, record):
