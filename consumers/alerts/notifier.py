@@ -19,6 +19,7 @@ decides *whether* and *how* a new alert is sent.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -83,6 +84,10 @@ async def _render(subject: AlertSubject, dies: np.ndarray) -> bytes | None:
     except Exception:  # the alert text alone is still worth sending
         log.exception("alert.render_failed", event_id=subject.event_id)
         return None
+
+
+#: How often a replay checks whether another instance's lease on an alert ended.
+_LEASE_POLL_S = 0.2
 
 
 def _picture(subject: AlertSubject) -> Callable[[], Awaitable[bytes | None]]:
@@ -179,12 +184,49 @@ class Notifier:
             recipient=target.recipient,
         )
         alert_id = await self._store.create(subject, target)
-        if alert_id is None:
+        token = uuid.uuid4().hex
+        if alert_id is None or not await self._own(alert_id, token, bound):
             metrics.ALERTS_SUPPRESSED.labels(reason="replay").inc()
             bound.info("alert.replay_ignored")
             return outcome("duplicate", None, "event already alerted this target")
+        try:
+            return await self._decide_and_send(subject, target, alert_id, picture, bound, outcome)
+        finally:
+            await self._throttle.end_lease(alert_id, token)
 
-        if not await self._throttle.claim(subject, target):
+    async def _own(self, alert_id: int, token: str, bound: Any) -> bool:
+        """Lease a pending alert; False once it is final (another instance finished it).
+
+        A lease held elsewhere is waited out: either its holder finishes the
+        alert, or it crashed and the lease lapses, and then this replay sends it.
+        """
+        waited = False
+        while True:
+            if await self._throttle.lease(alert_id, token):
+                if await self._store.is_pending(alert_id):
+                    if waited:
+                        bound.info("alert.resumed", alert_id=alert_id)
+                    return True
+                await self._throttle.end_lease(alert_id, token)
+                return False
+            if not await self._store.is_pending(alert_id):
+                return False
+            if not waited:
+                bound.info("alert.waiting_for_lease", alert_id=alert_id)
+                waited = True
+            await asyncio.sleep(_LEASE_POLL_S)
+
+    async def _decide_and_send(
+        self,
+        subject: AlertSubject,
+        target: Target,
+        alert_id: int,
+        picture: Callable[[], Awaitable[bytes | None]],
+        bound: Any,
+        outcome: Callable[..., AlertOutcome],
+    ) -> AlertOutcome:
+        """Dedup, rate limit or digest, then deliver: the alert is leased to this call."""
+        if not await self._throttle.claim(subject, target, alert_id):
             reason = (
                 f"duplicate: {subject.wafer_key} already alerted by this rule within "
                 f"{self._config.throttle.dedup_ttl_s:g} s"

@@ -133,6 +133,10 @@ class ThrottleSettings(_Strict):
     """No-spam settings; see docs/alerts.md for the exact semantics."""
 
     dedup_ttl_s: float = Field(default=6 * 3600, gt=0)
+    #: How long one instance owns an alert it is delivering. Longer than the
+    #: slowest delivery with every retry; after a crash the replayed alert is
+    #: re-sent once the lease of the dead instance has lapsed.
+    delivery_lease_s: float = Field(default=180.0, gt=0)
     rate_limit: RateLimit = RateLimit(max_alerts=20, window_s=600)
     per_channel: dict[str, RateLimit] = Field(default_factory=dict)
 

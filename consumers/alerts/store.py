@@ -54,13 +54,28 @@ class AlertStore:
         self._pool = pool
 
     async def create(self, subject: AlertSubject, target: Target) -> int | None:
-        """Insert a ``pending`` alert; ``None`` when this event already alerted this target."""
+        """The id of this event's ``pending`` alert for ``target``, inserting it if new.
+
+        ``None`` when the event already alerted this target to a final status
+        (delivered, failed, suppressed, digested): a replay changes nothing. A
+        row still ``pending`` belongs to an attempt that died before finishing
+        (the consumer only commits an event after its alerts are final), so
+        its id is returned and the alert is sent again under the same id,
+        which receivers can use to drop a duplicate.
+        """
         return await self._pool.fetchval(
             """
-            INSERT INTO alerts (event_id, rule, channel, recipient, lot_id, wafer_id, severity)
-            VALUES ($1, $2, $3, $4, $5, $6, $7)
-            ON CONFLICT ON CONSTRAINT alerts_event_target_key DO NOTHING
-            RETURNING id
+            WITH inserted AS (
+                INSERT INTO alerts (event_id, rule, channel, recipient, lot_id, wafer_id, severity)
+                VALUES ($1, $2, $3, $4, $5, $6, $7)
+                ON CONFLICT ON CONSTRAINT alerts_event_target_key DO NOTHING
+                RETURNING id)
+            SELECT id FROM inserted
+            UNION ALL
+            SELECT id FROM alerts
+             WHERE event_id = $1 AND rule = $2 AND channel = $3 AND recipient = $4
+               AND status = 'pending'
+            LIMIT 1
             """,
             subject.event_id,
             target.rule,
@@ -70,6 +85,11 @@ class AlertStore:
             subject.wafer_id,
             subject.severity_level.value,
         )
+
+    async def is_pending(self, alert_id: int) -> bool:
+        return bool(await self._pool.fetchval(
+            "SELECT status = 'pending' FROM alerts WHERE id = $1", alert_id
+        ))
 
     async def set_status(
         self,

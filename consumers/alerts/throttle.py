@@ -11,6 +11,9 @@ instances agree without coordinating:
 * **Rate limit** — a fixed window per (channel, recipient): ``INCR`` and
   ``PEXPIRE`` on first use, in one Lua script. Within a window the first
   ``max_alerts`` are sent.
+* **Delivery lease** — ``SET NX PX`` on the alert id with a random token while
+  one instance works on an alert, so an alert left ``pending`` by a crashed
+  instance is resumed by the replay but never sent by two live ones at once.
 * **Digest** — an alert over the limit is appended to a Redis list for that
   (channel, recipient) in the same script, and the list is scheduled (sorted
   set scored by the window's end, on the Redis clock) for flushing.
@@ -54,6 +57,11 @@ local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms)
 """
 
+_RELEASE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
 _TAKE_LUA = """
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then
   return {}
@@ -73,6 +81,11 @@ class Digest:
     items: list[dict[str, Any]]
 
 
+def _text(value: bytes | str) -> str:
+    """Redis replies are bytes unless the client decodes responses."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def _tag(*parts: str) -> str:
     """Unambiguous, readable key component (names may contain ':' or '/')."""
     return json.dumps(parts, separators=(",", ":"))
@@ -88,6 +101,7 @@ class Throttle:
         self._admit = redis.register_script(_ADMIT_LUA)
         self._due = redis.register_script(_DUE_LUA)
         self._take = redis.register_script(_TAKE_LUA)
+        self._release = redis.register_script(_RELEASE_LUA)
 
     @property
     def _schedule_key(self) -> str:
@@ -98,11 +112,30 @@ class Throttle:
             target.rule, target.channel, target.recipient, subject.wafer_key
         )
 
-    async def claim(self, subject: AlertSubject, target: Target) -> bool:
-        """True if no alert for this wafer, rule and target was claimed within the TTL."""
+    async def claim(self, subject: AlertSubject, target: Target, alert_id: int) -> bool:
+        """True if no *other* alert for this wafer, rule and target was claimed within the TTL.
+
+        The claim records the alert id, so an alert resumed after a crash
+        finds its own claim and goes out instead of muting itself.
+        """
         ttl_ms = int(self._settings.dedup_ttl_s * 1000)
         key = self._dedup_key(subject, target)
-        return bool(await self._redis.set(key, "1", nx=True, px=ttl_ms))
+        if await self._redis.set(key, str(alert_id), nx=True, px=ttl_ms):
+            return True
+        owner = await self._redis.get(key)
+        return owner is not None and _text(owner) == str(alert_id)
+
+    async def lease(self, alert_id: int, token: str) -> bool:
+        """Own ``alert_id`` for ``delivery_lease_s`` unless another instance does."""
+        ttl_ms = int(self._settings.delivery_lease_s * 1000)
+        return bool(await self._redis.set(self._lease_key(alert_id), token, nx=True, px=ttl_ms))
+
+    async def end_lease(self, alert_id: int, token: str) -> None:
+        """Give up the lease, only if it is still ours (it may have lapsed and moved on)."""
+        await self._release(keys=[self._lease_key(alert_id)], args=[token])
+
+    def _lease_key(self, alert_id: int) -> str:
+        return f"{self._prefix}:lease:{alert_id}"
 
     async def release(self, subject: AlertSubject, target: Target) -> None:
         """Forget a claim whose delivery failed, so a later event is not muted by it."""
@@ -126,7 +159,7 @@ class Throttle:
         """Claim every digest whose window has closed; each is returned to one caller only."""
         digests: list[Digest] = []
         for raw in await self._due(keys=[self._schedule_key]):
-            member = raw.decode() if isinstance(raw, bytes) else raw
+            member = _text(raw)
             items = await self._take(
                 keys=[self._schedule_key, f"{self._prefix}:digest:{member}"], args=[member]
             )
