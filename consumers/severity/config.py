@@ -58,6 +58,10 @@ class SeveritySettings(BaseModel):
     repeat_wafers_k: int = Field(
         3, ge=2, description="wafers of one lot with the same systematic pattern -> excursion"
     )
+    repeat_min_probability: float = Field(
+        0.5, ge=0, le=1,
+        description="a wafer counts toward a repeated pattern only with this calibrated probability",
+    )
     low_yield_z: float = Field(
         3.0, gt=0, description="lot mean yield this many baseline std below the product mean -> excursion"
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -64,12 +64,20 @@ def excursion_key(cause: str, pattern: str | None) -> str:
     return f"{cause}/{pattern or ''}"
 
 
-def systematic_patterns(patterns: Sequence[str], label: str) -> tuple[str, ...]:
-    """The systematic patterns a wafer shows: its multi-label set, else its top-1 label."""
-    shown = {p for p in patterns if p in SYSTEMATIC_PATTERNS}
-    if not shown and label in SYSTEMATIC_PATTERNS:
-        shown = {label}
-    return tuple(sorted(shown))
+def systematic_patterns(
+    patterns: Sequence[str], label: str, probs: Mapping[str, float], min_probability: float
+) -> tuple[str, ...]:
+    """The systematic patterns a wafer confidently shows.
+
+    Named by the model (its multi-label set, else its top-1 label) *and* at
+    least ``min_probability`` likely: serving always names a defect top-1
+    label, even a 0.4 guess on a clean wafer, and three such guesses in a lot
+    must not page FA with a repeated-pattern excursion.
+    """
+    named = set(patterns) or {label}
+    return tuple(sorted(
+        p for p in named if p in SYSTEMATIC_PATTERNS and probs.get(p, 0.0) >= min_probability
+    ))
 
 
 def record_wafer(state: LotState | None, wafer: WaferFacts) -> tuple[LotState, bool]:

@@ -133,7 +133,10 @@ class SeverityProcessor:
             state, changed = record_wafer(states.get(lot_id), WaferFacts(
                 event_id=event["event_id"], wafer_id=event["wafer_id"],
                 product=event["product"], yield_pct=wafer.metrics.yield_pct,
-                systematic_patterns=systematic_patterns(event["patterns"], event["label"]),
+                systematic_patterns=systematic_patterns(
+                    event["patterns"], event["label"], event["pattern_probs"],
+                    self.config.repeat_min_probability,
+                ),
             ))
             states[lot_id] = await self._emit_excursions(
                 lot_id, event["correlation_id"], state, baselines

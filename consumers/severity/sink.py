@@ -55,7 +55,8 @@ async def load_lot_states(pool: asyncpg.Pool, lot_ids: set[str]) -> dict[str, Lo
     rows = await pool.fetch(
         "SELECT lot_id, state FROM lot_state WHERE lot_id = ANY($1::text[])", list(lot_ids)
     )
-    return {r["lot_id"]: json.loads(r["state"]) for r in rows if json.loads(r["state"])}
+    states = {r["lot_id"]: json.loads(r["state"]) for r in rows}
+    return {lot_id: state for lot_id, state in states.items() if state}
 
 
 async def upsert_lot_states(pool: asyncpg.Pool, states: dict[str, LotState]) -> None:

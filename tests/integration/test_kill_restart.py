@@ -125,6 +125,7 @@ def _segmented(base: dict[str, Any], lot_id: str, wafer_id: str, label: str) -> 
         "correlation_id": source, "source_event_id": source,
         "lot_id": lot_id, "wafer_id": wafer_id, "label": label,
         "patterns": [label] if patterned else [],
+        "pattern_probs": {label: 0.9, "none": 0.1} if patterned else {"none": 0.95},
         "clusters": [{**c, "pattern": label} for c in base["clusters"]] if patterned else [],
     }
 

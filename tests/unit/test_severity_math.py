@@ -177,9 +177,19 @@ def test_repeated_pattern_fires_at_k_wafers_and_replays_do_not_count() -> None:
 
 
 def test_systematic_patterns_exclude_random_and_fall_back_to_the_label() -> None:
-    assert systematic_patterns(["Random", "Scratch", "Loc"], "Scratch") == ("Loc", "Scratch")
-    assert systematic_patterns([], "Center") == ("Center",)
-    assert systematic_patterns(["Random"], "Random") == ()
+    sure = {"Scratch": 0.9, "Loc": 0.7, "Center": 0.8, "Random": 0.9}
+    assert systematic_patterns(["Random", "Scratch", "Loc"], "Scratch", sure, 0.5) == (
+        "Loc", "Scratch")
+    assert systematic_patterns([], "Center", sure, 0.5) == ("Center",)
+    assert systematic_patterns(["Random"], "Random", sure, 0.5) == ()
+
+
+def test_low_confidence_guesses_do_not_count_toward_a_repeated_pattern() -> None:
+    # Serving names a defect top-1 label even when it is a 0.4 guess on a clean wafer.
+    guess = {"none": 0.35, "Scratch": 0.42, "Loc": 0.55}
+    assert systematic_patterns(["Scratch"], "Scratch", guess, 0.5) == ()
+    assert systematic_patterns(["Scratch", "Loc"], "Loc", guess, 0.5) == ("Loc",)
+    assert systematic_patterns(["Scratch"], "Scratch", guess, 0.4) == ("Scratch",)
 
 
 def test_low_yield_against_the_rolling_baseline() -> None:
