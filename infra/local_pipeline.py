@@ -36,14 +36,24 @@ class ServiceExited(RuntimeError):
 
 
 class LocalPipeline:
-    def __init__(self, services: Sequence[tuple[str, ...]] = PIPELINE, tag: str = "pipeline") -> None:
+    def __init__(
+        self,
+        services: Sequence[tuple[str, ...]] = PIPELINE,
+        tag: str = "pipeline",
+        topic_prefix: str | None = None,
+    ) -> None:
+        """``topic_prefix`` gives this pipeline its own topics and consumer groups
+        on the shared development stack (the benchmark uses a fresh one per run)."""
         self.services = services
         self.tag = tag
+        self.topic_prefix = topic_prefix
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def __enter__(self) -> LocalPipeline:
         Stack(Settings()).up()
         self.settings = Settings().with_embedded()
+        if self.topic_prefix is not None:
+            self.settings = self.settings.model_copy(update={"topic_prefix": self.topic_prefix})
         self.dsn = self.settings.postgres.url.get_secret_value()
         ensure_topics(self.settings)
         asyncio.run(self._migrate())
@@ -54,6 +64,7 @@ class LocalPipeline:
             "WAFERSTREAM_ALERTS__RULES_FILE": os.environ.get(
                 "WAFERSTREAM_ALERTS__RULES_FILE", str(DEMO_RULES)),
             "WAFERSTREAM_DEMO_WEBHOOK_URL": self.inbox.url,
+            "WAFERSTREAM_TOPIC_PREFIX": self.settings.topic_prefix,
         }
         for n, args in enumerate(self.services):
             log = open(self._log(n, args), "ab")  # noqa: SIM115

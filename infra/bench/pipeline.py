@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -118,7 +119,9 @@ def run_bench(
 ) -> BenchResult:
     """Run all three phases on the local pipeline and return (and optionally write) figures."""
     services = [("run", "inference")] * inference_processes + [s for s in PIPELINE if s[1] != "inference"]
-    with LocalPipeline(services, tag="bench") as pipe:
+    # Fresh topics and consumer groups per run: a rerun on a long-lived
+    # development broker must not inherit the last run's groups or backlog.
+    with LocalPipeline(services, tag="bench", topic_prefix=f"bench-{uuid.uuid4().hex[:8]}-") as pipe:
         settings = pipe.settings
         batch = settings.kafka.batch_max_messages
         model = WaferModel.load(settings.model.path or DEFAULT_MODEL_PATH, 1)
