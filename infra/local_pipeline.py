@@ -18,8 +18,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+from pydantic import SecretStr
 
 from infra.db.migrate import migrate
 from infra.inbox import WebhookInbox
@@ -40,20 +42,22 @@ class LocalPipeline:
         self,
         services: Sequence[tuple[str, ...]] = PIPELINE,
         tag: str = "pipeline",
-        topic_prefix: str | None = None,
+        isolate_as: str | None = None,
     ) -> None:
-        """``topic_prefix`` gives this pipeline its own topics and consumer groups
-        on the shared development stack (the benchmark uses a fresh one per run)."""
+        """``isolate_as`` (an identifier) gives this pipeline its own topics, consumer
+        groups and database on the shared development stack, dropped on exit: the
+        benchmark uses a fresh set per run, so a rerun inherits no groups, backlog
+        or table bloat from the last one."""
         self.services = services
         self.tag = tag
-        self.topic_prefix = topic_prefix
+        self.isolate_as = isolate_as
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def __enter__(self) -> LocalPipeline:
         Stack(Settings()).up()
         self.settings = Settings().with_embedded()
-        if self.topic_prefix is not None:
-            self.settings = self.settings.model_copy(update={"topic_prefix": self.topic_prefix})
+        if self.isolate_as is not None:
+            self.settings = asyncio.run(self._isolate(self.isolate_as))
         self.dsn = self.settings.postgres.url.get_secret_value()
         ensure_topics(self.settings)
         asyncio.run(self._migrate())
@@ -65,6 +69,7 @@ class LocalPipeline:
                 "WAFERSTREAM_ALERTS__RULES_FILE", str(DEMO_RULES)),
             "WAFERSTREAM_DEMO_WEBHOOK_URL": self.inbox.url,
             "WAFERSTREAM_TOPIC_PREFIX": self.settings.topic_prefix,
+            "WAFERSTREAM_POSTGRES__URL": self.dsn,
         }
         for n, args in enumerate(self.services):
             log = open(self._log(n, args), "ab")  # noqa: SIM115
@@ -85,6 +90,29 @@ class LocalPipeline:
             except subprocess.TimeoutExpired:
                 proc.kill()
         self.inbox.__exit__(exc_type, exc, tb)
+        if self.isolate_as is not None:
+            asyncio.run(self._drop_database(self.isolate_as))
+
+    async def _isolate(self, name: str) -> Settings:
+        """Create database ``name`` beside the stack's and point the settings at it."""
+        conn = await asyncpg.connect(self.settings.postgres.url.get_secret_value())
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+        url = urlsplit(self.settings.postgres.url.get_secret_value())._replace(path=f"/{name}")
+        return self.settings.model_copy(update={
+            "topic_prefix": f"{name}.",
+            "postgres": self.settings.postgres.model_copy(update={"url": SecretStr(urlunsplit(url))}),
+        })
+
+    async def _drop_database(self, name: str) -> None:
+        admin = urlsplit(self.dsn)._replace(path="/postgres")
+        conn = await asyncpg.connect(urlunsplit(admin))
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
 
     async def _migrate(self) -> None:
         conn = await asyncpg.connect(self.dsn)

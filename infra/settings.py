@@ -53,7 +53,7 @@ class KafkaSettings(_Group):
         25, ge=1, description="longest a fetch waits at the broker (latency floor per hop)"
     )
     batch_max_messages: int = Field(64, ge=1, description="consumer micro-batch size (N)")
-    batch_max_wait_ms: int = Field(50, ge=1, description="consumer micro-batch window (T)")
+    batch_max_wait_ms: int = Field(20, ge=1, description="consumer micro-batch window (T)")
     commit_interval_s: float = Field(1.0, gt=0, description="how often stored offsets are committed")
 
 
