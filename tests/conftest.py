@@ -18,6 +18,7 @@ import pytest
 from infra.db.migrate import migrate
 from infra.settings import Settings
 from tests import servers
+from tests.capture import http_capture, smtp_capture  # noqa: F401 - fixtures for every suite
 
 
 @pytest.fixture(scope="session")

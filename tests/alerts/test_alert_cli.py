@@ -11,7 +11,8 @@ from click.testing import CliRunner
 from consumers.alerts import metrics
 from consumers.alerts.cli import ALERT_COMMANDS
 from infra.settings import load_settings
-from tests.alerts.conftest import Env, HttpCapture, make_config, make_subject
+from tests.alerts.conftest import Env, make_config, make_subject
+from tests.capture import HttpCapture
 
 [ALERTS] = ALERT_COMMANDS
 

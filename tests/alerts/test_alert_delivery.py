@@ -14,7 +14,8 @@ from consumers.alerts.channels import DeliveryError, Redactor
 from consumers.alerts.channels.http import post_json
 from consumers.alerts.channels.webhook import WebhookChannel
 from consumers.alerts.delivery import RetryPolicy
-from tests.alerts.conftest import Env, HttpCapture, free_port, make_config, make_subject
+from tests.alerts.conftest import Env, make_config, make_subject
+from tests.capture import HttpCapture, free_port
 
 NEVER = 10**6
 

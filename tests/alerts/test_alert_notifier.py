@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 from prometheus_client import REGISTRY
 
-from tests.alerts.conftest import Env, HttpCapture, SmtpCapture, make_config, make_subject
+from tests.alerts.conftest import Env, make_config, make_subject
+from tests.capture import HttpCapture, SmtpCapture
 
 
 def sent(channel: str) -> float:

@@ -8,7 +8,8 @@ from collections import Counter
 
 from consumers.alerts import Notifier
 from consumers.alerts.notifier import DigestOutcome
-from tests.alerts.conftest import Env, HttpCapture, make_config, make_subject
+from tests.alerts.conftest import Env, make_config, make_subject
+from tests.capture import HttpCapture
 
 SLACK = "/slack/T000/B000/XXXX"
 

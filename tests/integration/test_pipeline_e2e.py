@@ -44,15 +44,10 @@ import json
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from email import message_from_bytes, policy
-from email.message import EmailMessage
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +55,6 @@ import asyncpg
 import cv2
 import numpy as np
 import pytest
-from aiosmtpd.controller import Controller
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from consumers.inference.worker import result_event_id
@@ -82,8 +76,8 @@ from schemas.topics import (
     WAFER_TEST_COMPLETED,
 )
 from schemas.wire import shared_codec
+from tests.capture import HttpCapture, SmtpCapture
 from tests.pipeline import read_topic, settings_env, wait_until
-from tests.servers import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -166,84 +160,6 @@ def wafer_event(case: WaferCase, synth: SynthMap, end: datetime) -> dict[str, An
         die_width_mm=pitch_mm, die_height_mm=pitch_mm,
     )
     return wafer_completed_event(ctx, synth.dies)
-
-
-# ---------------------------------------------------------------- capture servers
-
-
-@dataclass
-class HttpCapture:
-    """A local webhook receiver that records every POST and answers 200."""
-
-    server: ThreadingHTTPServer
-    requests: list[tuple[str, dict[str, str], Any]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
-
-    def received(self) -> list[tuple[str, dict[str, str], Any]]:
-        with self.lock:
-            return list(self.requests)
-
-
-def _handler(capture: HttpCapture) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            with capture.lock:
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                capture.requests.append((self.path, headers, body))
-            self.send_response(200)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-        def log_message(self, *args: Any) -> None:
-            """Keep test output quiet."""
-
-    return Handler
-
-
-@pytest.fixture
-def http_capture() -> Iterator[HttpCapture]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
-    capture = HttpCapture(server)
-    server.RequestHandlerClass = _handler(capture)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield capture
-    server.shutdown()
-    server.server_close()
-
-
-class SmtpCapture:
-    """An aiosmtpd handler that keeps every message it is given."""
-
-    def __init__(self) -> None:
-        self.port = 0
-        self.messages: list[tuple[list[str], EmailMessage]] = []
-        self.lock = threading.Lock()
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
-        mail = message_from_bytes(envelope.original_content, policy=policy.default)
-        with self.lock:
-            self.messages.append((list(envelope.rcpt_tos), mail))  # type: ignore[arg-type]
-        return "250 OK"
-
-    def received(self) -> list[tuple[list[str], EmailMessage]]:
-        with self.lock:
-            return list(self.messages)
-
-
-@pytest.fixture
-def smtp_capture() -> Iterator[SmtpCapture]:
-    capture = SmtpCapture()
-    capture.port = free_port()
-    controller = Controller(capture, hostname="127.0.0.1", port=capture.port)
-    controller.start()
-    yield capture
-    controller.stop()
 
 
 def write_rules(path: Path, http: HttpCapture, smtp: SmtpCapture) -> Path:
@@ -542,7 +458,8 @@ def test_generated_wafers_flow_through_the_whole_pipeline(
     assert sorted((n["wafer_id"], n["channel"], n["status"]) for n in notifications) == sorted(
         (a["wafer_id"], a["channel"], "DELIVERED") for a in alerts)
 
-    webhook = http_capture.received()
+    with http_capture.lock:
+        webhook = [(r.path, r.headers, r.body) for r in http_capture.requests]
     assert [(path, body["subject"]["wafer_id"]) for path, _, body in webhook] == [
         (WEBHOOK_PATH, p.case.wafer_id) for p in critical]
     for (_, headers, body), p in zip(webhook, critical, strict=True):
@@ -556,7 +473,7 @@ def test_generated_wafers_flow_through_the_whole_pipeline(
         assert body["link"] == f"https://fa.example/wafer/{p.case.lot_id}/{p.case.wafer_id}"
         assert p.case.wafer_id in body["headline"]
 
-    mails = smtp_capture.received()
+    mails = list(smtp_capture.messages)
     assert [(rcpts, mail["To"]) for rcpts, mail in mails] == [([MEMBER], MEMBER) for _ in critical]
     for (_, mail), p in zip(mails, critical, strict=True):
         assert mail["Subject"] == (
