@@ -19,9 +19,15 @@ install: $(STAMP)
 demo: install
 	$(BIN)/waferstream demo --wafers 50
 
-test: install
+test: install lint
 	$(BIN)/waferstream schemas check
 	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+
+bench: install
+	$(BIN)/waferstream bench pipeline --wafers 3000 --json bench.json
 
 test-fast: install
 	$(BIN)/python -m pytest -q tests/unit tests/ml tests/producers
