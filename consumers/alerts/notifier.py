@@ -42,7 +42,7 @@ from consumers.alerts.message import (
     title_lines,
 )
 from consumers.alerts.rules import AlertConfig, Target
-from consumers.alerts.store import AlertStore
+from consumers.alerts.store import AlertStatus, AlertStore
 from consumers.alerts.subject import AlertSubject
 from consumers.alerts.throttle import Throttle
 from ml.render import render_wafer_png
@@ -54,7 +54,7 @@ OutcomeStatus = Literal["delivered", "failed", "suppressed", "digested", "duplic
 
 @dataclass(frozen=True)
 class AlertOutcome:
-    """What happened to one target of one event. ``alert_id`` is None for a duplicate."""
+    """What happened to one target of one event."""
 
     rule: str
     channel: str
@@ -62,6 +62,9 @@ class AlertOutcome:
     status: OutcomeStatus
     alert_id: int | None
     reason: str | None = None
+    #: For a duplicate: the status the alert already has, so that a replay
+    #: can announce it again (a crash may have lost the first announcement).
+    final_status: AlertStatus | None = None
 
 
 @dataclass(frozen=True)
@@ -183,19 +186,27 @@ class Notifier:
             channel=target.channel,
             recipient=target.recipient,
         )
-        alert_id = await self._store.create(subject, target)
+        row = await self._store.create(subject, target)
+        alert_id, status = row.id, row.status
         token = uuid.uuid4().hex
-        if alert_id is None or not await self._own(alert_id, token, bound):
+        if status == "pending":
+            status = await self._own(alert_id, token, bound)
+        if status != "pending":
             metrics.ALERTS_SUPPRESSED.labels(reason="replay").inc()
-            bound.info("alert.replay_ignored")
-            return outcome("duplicate", None, "event already alerted this target")
+            bound.info("alert.replay_ignored", alert_id=alert_id, status=status)
+            reason = row.reason if row.status == status else None
+            return AlertOutcome(
+                target.rule, target.channel, target.recipient, "duplicate", alert_id, reason,
+                final_status=status,
+            )
         try:
             return await self._decide_and_send(subject, target, alert_id, picture, bound, outcome)
         finally:
             await self._throttle.end_lease(alert_id, token)
 
-    async def _own(self, alert_id: int, token: str, bound: Any) -> bool:
-        """Lease a pending alert; False once it is final (another instance finished it).
+    async def _own(self, alert_id: int, token: str, bound: Any) -> AlertStatus:
+        """Lease a pending alert: ``pending`` when it is ours to send, else its final status
+        (another instance finished it meanwhile).
 
         A lease held elsewhere is waited out: either its holder finishes the
         alert, or it crashed and the lease lapses, and then this replay sends it.
@@ -203,14 +214,16 @@ class Notifier:
         waited = False
         while True:
             if await self._throttle.lease(alert_id, token):
-                if await self._store.is_pending(alert_id):
+                status = await self._store.status(alert_id)
+                if status == "pending":
                     if waited:
                         bound.info("alert.resumed", alert_id=alert_id)
-                    return True
+                    return status
                 await self._throttle.end_lease(alert_id, token)
-                return False
-            if not await self._store.is_pending(alert_id):
-                return False
+                return status
+            status = await self._store.status(alert_id)
+            if status != "pending":
+                return status
             if not waited:
                 bound.info("alert.waiting_for_lease", alert_id=alert_id)
                 waited = True

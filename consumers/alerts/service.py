@@ -149,8 +149,10 @@ class AlertService:
     def _publish_outcome(
         self, event: dict[str, Any], subject: AlertSubject, outcome: AlertOutcome
     ) -> None:
-        status = _FINAL.get(outcome.status)
-        if status is None:  # a duplicate of an alert already reported
+        # A duplicate re-announces the alert's final status: the first announcement
+        # may have died with a crashed instance; the event id below is the same.
+        status = _FINAL.get(outcome.final_status or outcome.status)
+        if status is None:
             return
         key = f"{event['event_id']}/{outcome.rule}/{outcome.channel}/{outcome.recipient}"
         self.producer.send(ALERT_NOTIFICATIONS, subject.lot_id, {

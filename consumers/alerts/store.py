@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import asyncpg
 from pydantic import BaseModel
@@ -47,34 +47,40 @@ class AlertRow(BaseModel):
     acked_by: str | None
 
 
+class AlertDecision(NamedTuple):
+    """The identity and current decision of one alert."""
+
+    id: int
+    status: AlertStatus
+    reason: str | None
+
+
 class AlertStore:
     """Reads and writes alert rows and delivery attempts through an asyncpg pool."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def create(self, subject: AlertSubject, target: Target) -> int | None:
-        """The id of this event's ``pending`` alert for ``target``, inserting it if new.
+    async def create(self, subject: AlertSubject, target: Target) -> AlertDecision:
+        """This event's alert for ``target`` (id, status, reason), inserting it if new.
 
-        ``None`` when the event already alerted this target to a final status
-        (delivered, failed, suppressed, digested): a replay changes nothing. A
-        row still ``pending`` belongs to an attempt that died before finishing
-        (the consumer only commits an event after its alerts are final), so
-        its id is returned and the alert is sent again under the same id,
-        which receivers can use to drop a duplicate.
+        A new row is ``pending``. An existing row keeps its status: final
+        (delivered, failed, suppressed, digested) for a replay of an event
+        whose alerts were all decided, ``pending`` for one whose attempt died
+        before finishing (the consumer commits an event only after its
+        alerts are final); the caller resumes such an alert under the same id.
         """
-        return await self._pool.fetchval(
+        row = await self._pool.fetchrow(
             """
             WITH inserted AS (
                 INSERT INTO alerts (event_id, rule, channel, recipient, lot_id, wafer_id, severity)
                 VALUES ($1, $2, $3, $4, $5, $6, $7)
                 ON CONFLICT ON CONSTRAINT alerts_event_target_key DO NOTHING
-                RETURNING id)
-            SELECT id FROM inserted
+                RETURNING id, status, reason)
+            SELECT id, status, reason FROM inserted
             UNION ALL
-            SELECT id FROM alerts
+            SELECT id, status, reason FROM alerts
              WHERE event_id = $1 AND rule = $2 AND channel = $3 AND recipient = $4
-               AND status = 'pending'
             LIMIT 1
             """,
             subject.event_id,
@@ -85,11 +91,21 @@ class AlertStore:
             subject.wafer_id,
             subject.severity_level.value,
         )
+        if row is None:
+            # A concurrent insert of the same alert won the conflict after this
+            # statement's snapshot was taken; a new statement sees its row.
+            row = await self._pool.fetchrow(
+                "SELECT id, status, reason FROM alerts "
+                "WHERE event_id = $1 AND rule = $2 AND channel = $3 AND recipient = $4",
+                subject.event_id, target.rule, target.channel, target.recipient,
+            )
+        return AlertDecision(int(row["id"]), row["status"], row["reason"])
 
-    async def is_pending(self, alert_id: int) -> bool:
-        return bool(await self._pool.fetchval(
-            "SELECT status = 'pending' FROM alerts WHERE id = $1", alert_id
-        ))
+    async def status(self, alert_id: int) -> AlertStatus:
+        status: AlertStatus = await self._pool.fetchval(
+            "SELECT status FROM alerts WHERE id = $1", alert_id
+        )
+        return status
 
     async def set_status(
         self,

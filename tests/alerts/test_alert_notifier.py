@@ -93,6 +93,10 @@ def test_replayed_event_makes_one_row_and_one_delivery(env: Env, http_capture: H
     first, replay = asyncio.run(scenario())
     assert {o.status for o in first} == {"delivered"}
     assert {o.status for o in replay} == {"duplicate"} and len(replay) == len(first)
+    # The replay names the alert and its final status, so the service can announce it
+    # again (the first announcement may have died with a crashed instance).
+    assert sorted((o.alert_id, o.final_status) for o in replay) == sorted(
+        (o.alert_id, "delivered") for o in first)
     assert len(http_capture.received("/mes")) == 1
     assert len(http_capture.received("/slack/T000/B000/XXXX")) == 1
     rows = asyncio.run(env.fetch("SELECT id FROM alerts"))
