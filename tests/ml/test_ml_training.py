@@ -44,7 +44,10 @@ def test_augmented_batches_keep_masks_on_fails() -> None:
     assert not mask[~fail].any()
 
 
-def test_training_run_checkpoints_and_resumes(trained_run: Path, tiny_config, real_fixture: Path) -> None:  # type: ignore[no-untyped-def]
+def test_training_run_checkpoints_and_resumes(  # type: ignore[no-untyped-def]
+    trained_run: Path, tiny_config, real_fixture: Path, tmp_path: Path
+) -> None:
+    import shutil
     from dataclasses import replace
 
     from ml.data import load_npz
@@ -52,9 +55,12 @@ def test_training_run_checkpoints_and_resumes(trained_run: Path, tiny_config, re
     history = json.loads((trained_run / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
     assert (trained_run / "best.pt").exists()
+    # Resume a copy: the session's run (and the ONNX model exported from its
+    # best.pt) must not change under the other tests.
+    run = shutil.copytree(trained_run, tmp_path / "run")
     ws = load_npz(real_fixture)
-    train(replace(tiny_config, epochs=3), ws, ws, trained_run, resume=True)
-    history = json.loads((trained_run / "history.json").read_text())
+    train(replace(tiny_config, epochs=3), ws, ws, run, resume=True)
+    history = json.loads((run / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2, 3]
 
 
