@@ -9,11 +9,9 @@ the alerts the "FA team" received.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import Counter
 
-import asyncpg
 import click
 
 from infra.kafka.producer import EventProducer
@@ -42,14 +40,14 @@ def run_demo(wafers: int, timeout_s: float) -> bool:
         try:
             pipe.wait_for(DONE, len(ids), timeout_s, ids)
         except TimeoutError:
-            done = asyncio.run(pipe.count(DONE, ids))
+            done = pipe.count(DONE, ids)
             click.echo(f"only {done}/{len(ids)} wafers assessed within {timeout_s:.0f}s "
                        f"(logs in {settings.data_dir})", err=True)
             return False
         elapsed = time.monotonic() - started
         time.sleep(2.0)  # the notifier decides right after the assessment
         click.echo("4/4 results\n")
-        asyncio.run(_report(pipe.dsn, published))
+        _report(pipe, published)
         click.echo(f"\nalerts received by the FA inbox: {pipe.inbox.count} "
                    f"({pipe.inbox.path})")
         click.echo(
@@ -60,19 +58,15 @@ def run_demo(wafers: int, timeout_s: float) -> bool:
         return True
 
 
-async def _report(dsn: str, published: list[SimulatedWafer]) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        rows = await conn.fetch(
-            "SELECT a.wafer_id, a.failing_dies, a.total_dies, a.dominant_pattern, "
-            "a.cluster_count, a.severity_score, a.severity_level, a.model_version "
-            "FROM assessments a WHERE a.source_event_id = ANY($1::text[]) "
-            "ORDER BY a.lot_id, a.wafer_id",
-            [w.event["event_id"] for w in published],
-        )
-        excursions = await conn.fetch("SELECT lot_id, cause, pattern, detail FROM lot_excursions")
-    finally:
-        await conn.close()
+def _report(pipe: LocalPipeline, published: list[SimulatedWafer]) -> None:
+    rows = pipe.fetch(
+        "SELECT a.wafer_id, a.failing_dies, a.total_dies, a.dominant_pattern, "
+        "a.cluster_count, a.severity_score, a.severity_level, a.model_version "
+        "FROM assessments a WHERE a.source_event_id = ANY($1::text[]) "
+        "ORDER BY a.lot_id, a.wafer_id",
+        [w.event["event_id"] for w in published],
+    )
+    excursions = pipe.fetch("SELECT lot_id, cause, pattern, detail FROM lot_excursions")
     truth = {w.event["wafer_id"]: w.patterns for w in published}
     click.echo(f"{'wafer':16} {'fail/total':>11} {'dominant':10} {'clusters':>8} "
                f"{'severity':>14}  truth")

@@ -131,12 +131,19 @@ class LocalPipeline:
                     f"`waferstream {' '.join(args)}` exited with {proc.returncode}; "
                     f"see {self._log(n, args)}")
 
-    async def count(self, query: str, *args: object) -> int:
+    def fetch(self, query: str, *args: object) -> list[asyncpg.Record]:
+        """Rows of ``query`` on the pipeline's database (one short-lived connection)."""
+        return asyncio.run(self._fetch(query, *args))
+
+    async def _fetch(self, query: str, *args: object) -> list[asyncpg.Record]:
         conn = await asyncpg.connect(self.dsn)
         try:
-            return int(await conn.fetchval(query, *args))
+            return list(await conn.fetch(query, *args))
         finally:
             await conn.close()
+
+    def count(self, query: str, *args: object) -> int:
+        return int(self.fetch(query, *args)[0][0])
 
     def wait_for(self, query: str, expected: int, timeout_s: float, *args: object) -> float:
         """Poll ``query`` until it counts ``expected``; returns the wall time it did.

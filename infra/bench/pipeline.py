@@ -21,14 +21,12 @@ Phases:
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import asyncpg
 import numpy as np
 
 from infra.kafka.producer import EventProducer
@@ -114,34 +112,30 @@ def _publish(settings: Settings, wafers: list[SimulatedWafer], rate: float) -> d
     return sent
 
 
-async def _sustained_rate(dsn: str, ids: list[str]) -> float:
+def _assessed_at(pipe: LocalPipeline, ids: list[str]) -> dict[str, float]:
+    """Epoch seconds of each wafer's assessment row, by wafer-complete event id."""
+    rows = pipe.fetch(
+        "SELECT source_event_id, extract(epoch FROM assessed_at) AS t FROM assessments "
+        "WHERE source_event_id = ANY($1::text[])", ids)
+    return {r["source_event_id"]: float(r["t"]) for r in rows}
+
+
+def _sustained_rate(pipe: LocalPipeline, ids: list[str]) -> float:
     """Wafers/s between the 10th and 90th percentile of assessment times (no ramp, no tail)."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        rows = await conn.fetch(
-            "SELECT extract(epoch FROM assessed_at) AS t FROM assessments "
-            "WHERE source_event_id = ANY($1::text[])", ids)
-    finally:
-        await conn.close()
-    times = np.sort([float(r["t"]) for r in rows])
+    times = np.sort(list(_assessed_at(pipe, ids).values()))
     lo, hi = int(len(times) * 0.1), int(len(times) * 0.9)
     return (hi - lo) / max(times[hi] - times[lo], 1e-9) if hi > lo else float("nan")
 
 
-async def _latencies(dsn: str, sent: dict[str, float]) -> tuple[list[float], list[float]]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        assessed = await conn.fetch(
-            "SELECT source_event_id, extract(epoch FROM assessed_at) AS t FROM assessments "
-            "WHERE source_event_id = ANY($1::text[])", list(sent))
-        alerted = await conn.fetch(
-            "SELECT a.source_event_id, min(extract(epoch FROM al.created_at)) AS t "
-            "FROM alerts al JOIN assessments a ON a.assessment_event_id = al.event_id "
-            "WHERE a.source_event_id = ANY($1::text[]) GROUP BY a.source_event_id", list(sent))
-    finally:
-        await conn.close()
-    to_ms = lambda rows: [(float(r["t"]) - sent[r["source_event_id"]]) * 1000 for r in rows]  # noqa: E731
-    return to_ms(assessed), to_ms(alerted)
+def _latencies(pipe: LocalPipeline, sent: dict[str, float]) -> tuple[list[float], list[float]]:
+    """Milliseconds from publish to the assessment row, and to the first alert row."""
+    alerted = pipe.fetch(
+        "SELECT a.source_event_id, min(extract(epoch FROM al.created_at)) AS t "
+        "FROM alerts al JOIN assessments a ON a.assessment_event_id = al.event_id "
+        "WHERE a.source_event_id = ANY($1::text[]) GROUP BY a.source_event_id", list(sent))
+    to_assessed = [(t - sent[i]) * 1000 for i, t in _assessed_at(pipe, list(sent)).items()]
+    to_alert = [(float(r["t"]) - sent[r["source_event_id"]]) * 1000 for r in alerted]
+    return to_assessed, to_alert
 
 
 def run_bench(
@@ -168,18 +162,18 @@ def run_bench(
         _publish(settings, burst, 0)
         finished = pipe.wait_for(DONE_QUERY, len(warm) + wafers, 600)
         pipeline = wafers / (finished - started)
-        sustained = asyncio.run(_sustained_rate(pipe.dsn, [w.event["event_id"] for w in burst]))
+        sustained = _sustained_rate(pipe, [w.event["event_id"] for w in burst])
         baselines.append(measure_baseline(model, maps, batch))
         half = pipeline / 2
         sent = _publish(settings, paced, half)
         pipe.wait_for(DONE_QUERY, len(warm) + 2 * wafers, 600)
         time.sleep(1.0)  # let the notifier finish deciding on the last wafers
-        to_assessed, to_alert = asyncio.run(_latencies(pipe.dsn, sent))
+        to_assessed, to_alert = _latencies(pipe, sent)
         baselines.append(measure_baseline(model, maps, batch))
         lone = _wafers(LONE_WAFERS, 104, max_side)
         lone_sent = _publish(settings, lone, LONE_RATE)
         pipe.wait_for(DONE_QUERY, len(warm) + 2 * wafers + len(lone), 120)
-        lone_assessed, _ = asyncio.run(_latencies(pipe.dsn, lone_sent))
+        lone_assessed, _ = _latencies(pipe, lone_sent)
     baseline = float(np.median(baselines))
     result = BenchResult(
         wafers=wafers, inference_processes=inference_processes, max_side=max_side, batch_size=batch, model_version=model.version,

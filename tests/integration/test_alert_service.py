@@ -20,10 +20,9 @@ from infra.kafka.admin import ensure_topics
 from infra.kafka.producer import EventProducer
 from infra.settings import Settings
 from schemas.topics import ALERT_NOTIFICATIONS, DLQ_SUFFIX, WAFER_ASSESSED
-from schemas.wire import shared_codec
 from tests.capture import HttpCapture
 from tests.factories import sample_records
-from tests.pipeline import InProcessService, fetchval, read_topic, wait_until
+from tests.pipeline import InProcessService, decode_topic, fetchval, read_topic, wait_until
 
 HOOK = "/mes/hook"
 
@@ -85,9 +84,7 @@ def test_undeliverable_alert_is_failed_dead_lettered_and_announced(
     assert (letter["channel"], letter["recipient"]) == ("mes", "mes")
     assert letter["payload"]["subject"]["event_id"] == event["event_id"]  # enough to re-send
 
-    codec = shared_codec()
-    outcomes = [codec.decode(m.value(), "alert_notification")
-                for m in read_topic(settings, settings.topic(ALERT_NOTIFICATIONS.name))]
+    outcomes = decode_topic(settings, ALERT_NOTIFICATIONS)
     assert {(o["source_event_id"], o["status"]) for o in outcomes} == {
         (event["event_id"], "FAILED")}
     assert not read_topic(settings, settings.topic(WAFER_ASSESSED.name) + DLQ_SUFFIX, 0.5)

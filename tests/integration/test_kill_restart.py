@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -49,28 +48,21 @@ from schemas.topics import (
     WAFER_ASSESSED,
     WAFER_SEGMENTED,
 )
-from schemas.wire import shared_codec
 from tests.factories import sample_records
-from tests.pipeline import fetchval, read_topic, settings_env, wait_until
+from tests.pipeline import (
+    decode_topic,
+    fetchval,
+    read_topic,
+    service_logs,
+    spawn_service,
+    wait_until,
+)
 
 
 def _small_batches(settings: Settings) -> Settings:
     """Small batches and a slow commit, so a kill always leaves an uncommitted tail."""
     return settings.model_copy(update={"kafka": settings.kafka.model_copy(
         update={"batch_max_messages": 4, "commit_interval_s": 0.5})})
-
-
-def _spawn(settings: Settings, service: str, extra_env: dict[str, str] | None = None
-           ) -> subprocess.Popen[bytes]:
-    """``python -m infra run <service>`` with ``settings`` (plus ``extra_env``), logging
-    to a file in ``settings.data_dir`` (one per process, so both lives can be read)."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    log = open(settings.data_dir / f"{service}-{uuid.uuid4().hex[:6]}.log", "wb")  # noqa: SIM115
-    return subprocess.Popen(
-        [sys.executable, "-m", "infra", "run", service],
-        env={**settings_env(settings), **(extra_env or {})},
-        stdout=log, stderr=subprocess.STDOUT,
-    )
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
@@ -89,19 +81,6 @@ def _stop_gracefully(proc: subprocess.Popen[bytes]) -> int:
 
 def _count(dsn: str, query: str, *args: Any) -> int:
     return int(fetchval(dsn, query, *args))
-
-
-def _logs(settings: Settings, service: str, *needles: str) -> str:
-    """For failure messages: the lines of this test's ``service`` logs that mention any of
-    ``needles``, or the tail of each log when none are given."""
-    parts = []
-    for path in sorted(settings.data_dir.glob(f"{service}-*.log")):
-        text = path.read_text(errors="replace")
-        if needles:
-            text = "\n".join(line for line in text.splitlines()
-                             if any(needle in line for needle in needles))
-        parts.append(f"--- {path.name}\n{text[-3000:]}")
-    return "\n".join(parts)
 
 
 # ---------------------------------------------------------------- severity processor
@@ -168,7 +147,7 @@ def test_severity_sigkill_mid_batch_then_restart_counts_every_wafer_once(
     }
     assert len(expected_excursions) == 4
 
-    proc = _spawn(settings, "severity")
+    proc = spawn_service(settings, "run", "severity")
     publisher: threading.Thread | None = None
     try:
         _publish_segmented(settings, events[:4], 0)
@@ -185,7 +164,7 @@ def test_severity_sigkill_mid_batch_then_restart_counts_every_wafer_once(
         killed_at = _count(dsn, "SELECT count(*) FROM assessments")
         assert killed_at < n, "the kill came too late to be mid-stream"
         publisher.join(30)
-        proc = _spawn(settings, "severity")
+        proc = spawn_service(settings, "run", "severity")
         wait_until(lambda: _count(dsn, "SELECT count(*) FROM assessments") == n, 60,
                    "every wafer assessed after the restart")
         wait_until(lambda: _count(dsn, "SELECT coalesce(sum(wafer_count), 0) FROM lot_state") == n
@@ -195,8 +174,7 @@ def test_severity_sigkill_mid_batch_then_restart_counts_every_wafer_once(
     finally:
         if publisher is not None:
             publisher.join(30)
-        assert _stop_gracefully(proc) == 0, "graceful stop should exit 0\n" + _logs(
-            settings, "severity")
+        assert _stop_gracefully(proc) == 0, "graceful stop should exit 0\n" + service_logs(settings, "run", "severity")
 
     # Assessments: one row per wafer, with the event id the wafer-assessed record carries.
     ids = {assessment_event_id(e["source_event_id"], e["model_version"]): e for e in events}
@@ -226,18 +204,16 @@ def test_severity_sigkill_mid_batch_then_restart_counts_every_wafer_once(
     assert all(published is not None for *_, published in rows)
     assert {row[3] for row in rows} == {excursion_event_id(*key) for key in expected_excursions}
 
-    codec = shared_codec()
     published: dict[tuple[str, str, str], set[str]] = {}
-    for msg in read_topic(settings, settings.topic(LOT_EXCURSIONS.name)):
-        record = codec.decode(msg.value(), "lot_excursion")
+    for record in decode_topic(settings, LOT_EXCURSIONS):
         key = (record["lot_id"], record["cause"], record["pattern"] or "")
         published.setdefault(key, set()).add(record["event_id"])
     # A re-send after the kill (claimed, not yet confirmed) is fine at-least-once, but
     # only with the same event id: one excursion, never two different ones.
     assert published == {key: {excursion_event_id(*key)} for key in expected_excursions}
 
-    assessed = read_topic(settings, settings.topic(WAFER_ASSESSED.name))
-    assessed_ids = {codec.decode(m.value(), "wafer_assessed")["event_id"] for m in assessed}
+    assessed = decode_topic(settings, WAFER_ASSESSED)
+    assessed_ids = {a["event_id"] for a in assessed}
     assert assessed_ids == set(ids)  # replays re-send identical ids, never new ones
     assert len(assessed) >= n
     assert not read_topic(settings, settings.topic(WAFER_SEGMENTED.name) + DLQ_SUFFIX, 0.5)
@@ -386,17 +362,16 @@ def test_alerts_sigkill_mid_delivery_then_restart_delivers_every_alert(
                                                              receiver.url)),
            "WAFERSTREAM_ALERTS__DIGEST_FLUSH_INTERVAL_S": "0.5"}
 
-    proc = _spawn(settings, "alerts", env)
+    proc = spawn_service(settings, "run", "alerts", extra_env=env)
     try:
-        assert receiver.held.wait(60), "the notifier never reached the held delivery\n" + _logs(
-            settings, "alerts")
+        assert receiver.held.wait(60), "the notifier never reached the held delivery\n" + service_logs(settings, "run", "alerts")
         _kill(proc)  # the held POST is in flight: its row is pending, its 200 never arrives
         receiver.release.set()
         rows_at_kill = _alert_rows(dsn)
         assert len(receiver.snapshot()) == receiver.hold_at < n
         in_flight = receiver.snapshot()[-1].event_id
         assert len(rows_at_kill) < n, "the kill came too late to be mid-stream"
-        proc = _spawn(settings, "alerts", env)
+        proc = spawn_service(settings, "run", "alerts", extra_env=env)
         wait_until(lambda: receiver.event_ids() == expected, 60,
                    "every alert at the webhook after the restart")
         try:
@@ -407,8 +382,7 @@ def test_alerts_sigkill_mid_delivery_then_restart_delivers_every_alert(
         time.sleep(1.0)  # anything still in flight (a late re-send) shows up now
     finally:
         receiver.release.set()
-        assert _stop_gracefully(proc) == 0, "graceful stop should exit 0\n" + _logs(
-            settings, "alerts")
+        assert _stop_gracefully(proc) == 0, "graceful stop should exit 0\n" + service_logs(settings, "run", "alerts")
 
     rows = _alert_rows(dsn)
     deliveries = receiver.snapshot()
@@ -419,8 +393,8 @@ def test_alerts_sigkill_mid_delivery_then_restart_delivers_every_alert(
     assert not stuck, (
         "alert rows not delivered after the restart ((id, event_id, status, wafer), times "
         f"received by the webhook): {stuck}\n"
-        + _logs(settings, "alerts", *(row[1] for row, _ in stuck),
-                *(f'"alert_ids": [{row[0]}]' for row, _ in stuck)))
+        + service_logs(settings, "run", "alerts", needles=(
+            *(row[1] for row, _ in stuck), *(f'"alert_ids": [{row[0]}]' for row, _ in stuck))))
     assert received.keys() == expected  # every alert reached the receiver
 
     # Re-sends are possible only for the alert in flight at the kill (its POST may have
@@ -430,9 +404,7 @@ def test_alerts_sigkill_mid_delivery_then_restart_delivers_every_alert(
     by_event = {r[1]: r[0] for r in rows}
     assert all(d.alert_id == by_event[d.event_id] for d in deliveries)
 
-    codec = shared_codec()
-    outcomes = [codec.decode(m.value(), "alert_notification")
-                for m in read_topic(settings, settings.topic(ALERT_NOTIFICATIONS.name))]
+    outcomes = decode_topic(settings, ALERT_NOTIFICATIONS)
     assert {o["source_event_id"] for o in outcomes if o["status"] == "DELIVERED"} == expected
     assert {o["status"] for o in outcomes} == {"DELIVERED"}
     assert not read_topic(settings, settings.topic(ALERT_NOTIFICATIONS.name) + DLQ_SUFFIX, 0.5)

@@ -39,23 +39,18 @@ the way, and the test states both instead of hiding them:
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 import subprocess
-import sys
-import time
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import cv2
 import numpy as np
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 
 from consumers.inference.worker import result_event_id
 from consumers.severity.events import assessment_event_id
@@ -75,9 +70,8 @@ from schemas.topics import (
     WAFER_SEGMENTED,
     WAFER_TEST_COMPLETED,
 )
-from schemas.wire import shared_codec
 from tests.capture import HttpCapture, SmtpCapture
-from tests.pipeline import read_topic, settings_env, wait_until
+from tests.pipeline import decode_topic, fetch, read_topics, service_logs, spawn_service, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -193,25 +187,18 @@ class Services:
 
     def __init__(self, settings: Settings, extra_env: dict[str, str]) -> None:
         self.settings = settings
-        self.env = {**settings_env(settings), **extra_env}
+        self.extra_env = extra_env
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.logs: dict[str, Path] = {}
 
     def start(self, name: str) -> None:
-        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.logs[name] = self.settings.data_dir / f"{name}-{uuid.uuid4().hex[:6]}.log"
-        with open(self.logs[name], "wb") as log:
-            self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "infra", "run", name], env=self.env,
-                stdout=log, stderr=subprocess.STDOUT,
-            )
+        self.procs[name] = spawn_service(self.settings, "run", name, extra_env=self.extra_env)
 
     def tails(self, chars: int = 2500) -> str:
-        parts = []
-        for name, path in self.logs.items():
-            text = path.read_text(errors="replace") if path.exists() else ""
-            parts.append(f"--- {name} (rc={self.procs[name].poll()}) ---\n{text[-chars:]}")
-        return "\n".join(parts)
+        return "\n".join(
+            f"--- {name} (rc={proc.poll()}) ---\n"
+            + service_logs(self.settings, "run", name, chars=chars)
+            for name, proc in self.procs.items()
+        )
 
     def check_alive(self) -> None:
         dead = {n: p.returncode for n, p in self.procs.items() if p.poll() is not None}
@@ -233,45 +220,6 @@ class Services:
         return codes
 
 
-def query(dsn: str, sql: str, *args: Any) -> list[dict[str, Any]]:
-    async def _run() -> list[dict[str, Any]]:
-        conn = await asyncpg.connect(dsn)
-        try:
-            return [dict(r) for r in await conn.fetch(sql, *args)]
-        finally:
-            await conn.close()
-
-    return asyncio.run(_run())
-
-
-def read_topics(settings: Settings, topics: list[str], idle_s: float = 1.5) -> list[Message]:
-    """Every record now in ``topics``, read from the start without a group until idle.
-
-    Not from watermarks: the development broker (tansu) reports a high watermark
-    that is too low when records arrive in batches (README, "Development broker
-    caveats"); reading is the only exact count there.
-    """
-    consumer = Consumer({**settings.kafka.client_config(),
-                         "group.id": f"reader-{uuid.uuid4().hex}", "enable.auto.commit": False})
-    try:
-        assignment = []
-        for topic in topics:
-            partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-            assert partitions, f"topic {topic} does not exist"
-            assignment += [TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions]
-        consumer.assign(assignment)
-        records: list[Message] = []
-        last = time.monotonic()
-        while time.monotonic() - last < idle_s:
-            msg = consumer.poll(0.1)
-            if msg is not None and not msg.error():
-                records.append(msg)
-                last = time.monotonic()
-        return records
-    finally:
-        consumer.close()
-
-
 def end_offsets(records: list[Message]) -> dict[int, int]:
     """Per partition, the offset after the last record read."""
     ends: dict[int, int] = {}
@@ -290,15 +238,6 @@ def group_reached(settings: Settings, group: str, topic: str, ends: dict[int, in
         return all(tp.offset >= ends[tp.partition] for tp in committed)
     finally:
         consumer.close()
-
-
-def decode_topic(settings: Settings, spec: Any) -> list[dict[str, Any]]:
-    codec = shared_codec()
-    return [codec.decode(m.value(), spec.event_type)
-            for m in read_topic(settings, settings.topic(spec.name))]
-
-
-# ---------------------------------------------------------------- the test
 
 
 def test_generated_wafers_flow_through_the_whole_pipeline(
@@ -327,7 +266,7 @@ def test_generated_wafers_flow_through_the_whole_pipeline(
 
         def all_assessed() -> bool:
             services.check_alive()
-            return query(dsn, "SELECT count(*) AS n FROM assessments")[0]["n"] == len(WAFERS)
+            return fetch(dsn, "SELECT count(*) AS n FROM assessments")[0]["n"] == len(WAFERS)
 
         assessed_topic = settings.topic(WAFER_ASSESSED.name)
         assessed_records: list[Message] = []
@@ -352,14 +291,14 @@ def test_generated_wafers_flow_through_the_whole_pipeline(
     assert codes == {"inference": 0, "severity": 0, "alerts": 0}, services.tails()
 
     # ---- PostgreSQL: one wafer, one inference result, one assessment per generated wafer
-    tables = {t: query(dsn, f"SELECT * FROM {t}")
+    tables = {t: fetch(dsn, f"SELECT * FROM {t}")
               for t in ("wafers", "inference_results", "assessments")}
     assert {t: len(rows) for t, rows in tables.items()} == dict.fromkeys(tables, len(WAFERS))
     wafers = {r["wafer_id"]: r for r in tables["wafers"]}
     results = {r["source_event_id"]: r for r in tables["inference_results"]}
     assessments = {r["wafer_id"]: r for r in tables["assessments"]}
     clusters: dict[str, list[dict[str, Any]]] = {}
-    for row in query(dsn, "SELECT * FROM clusters ORDER BY die_count DESC, cluster_index"):
+    for row in fetch(dsn, "SELECT * FROM clusters ORDER BY die_count DESC, cluster_index"):
         clusters.setdefault(row["source_event_id"], []).append(row)
     assert set(wafers) == set(by_wafer)
     assert set(assessments) == set(by_wafer)
@@ -435,12 +374,12 @@ def test_generated_wafers_flow_through_the_whole_pipeline(
     inputs = settings.topic(WAFER_TEST_COMPLETED.name)
     seen = sorted(str(m.topic()) for m in read_topics(settings, [inputs, *dlqs]))
     assert seen == [inputs] * len(WAFERS), f"dead letters: {sorted(set(seen) - {inputs})}"
-    assert query(dsn, "SELECT count(*) AS n FROM lot_excursions")[0]["n"] == 0
+    assert fetch(dsn, "SELECT count(*) AS n FROM lot_excursions")[0]["n"] == 0
 
     # ---- Alerts: each critical wafer once per channel, delivered; nothing for the others
     critical = [p for p in published if p.case.alerts]
     assert critical and all(p.case.level == "CRITICAL" for p in critical)
-    alerts = query(dsn, "SELECT * FROM alerts ORDER BY id")
+    alerts = fetch(dsn, "SELECT * FROM alerts ORDER BY id")
     targets = sorted((a["wafer_id"], a["channel"], a["recipient"], a["rule"]) for a in alerts)
     assert targets == sorted(
         target for p in critical for target in (
@@ -451,7 +390,7 @@ def test_generated_wafers_flow_through_the_whole_pipeline(
         assert (alert["lot_id"], alert["severity"]) == (p.case.lot_id, "critical")
         assert alert["status"] == "delivered", alert
         assert alert["delivered_at"] is not None
-    attempts = query(dsn, "SELECT alert_id, ok FROM alert_attempts")
+    attempts = fetch(dsn, "SELECT alert_id, ok FROM alert_attempts")
     assert sorted(a["alert_id"] for a in attempts) == sorted(a["id"] for a in alerts)
     assert all(a["ok"] for a in attempts)
     notifications = decode_topic(settings, ALERT_NOTIFICATIONS)
