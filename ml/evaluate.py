@@ -3,8 +3,9 @@
 Why through the ONNX graph: the numbers in the model card must describe what
 serving computes, including bucketing, temperature and die-grid mapping.
 
-- ``calibrate``: fits the wafer temperature on real maps the model did not
-  train on (the calib split) and stores it in the model card.
+- ``calibrate``: fits per-class logit offsets (prior-shift correction for
+  class-balanced training) and then the wafer temperature on real maps the
+  model did not train on (the calib split), and stores both in the model card.
 - ``evaluate_real``: wafer-level accuracy, macro-F1, per-class
   precision/recall, 9x9 confusion matrix, ECE before/after temperature.
 - ``evaluate_synthetic``: die-level IoU per pattern on generated maps from a
@@ -27,6 +28,7 @@ from ml.data import WaferSet
 from ml.metrics import (
     confusion,
     expected_calibration_error,
+    fit_logit_offsets,
     fit_temperature,
     iou_per_class,
     macro_f1,
@@ -53,13 +55,23 @@ def _ece(probs: np.ndarray, labels: np.ndarray) -> float:
 
 
 def calibrate(model_path: Path, calib: WaferSet) -> float:
-    """Fit the temperature on ``calib`` and write it into the model card; return it."""
+    """Fit logit offsets, then the temperature, on ``calib``; write both into the card.
+
+    The temperature is fitted on the shifted logits, so the probabilities
+    serving reports are calibrated for the decisions it makes. Returns the
+    temperature.
+    """
     model = WaferModel.load(model_path)
     logits = model.raw(calib.maps).wafer_logits
+    offsets = fit_logit_offsets(logits, calib.labels)
     targets = np.eye(len(PATTERNS), dtype=np.float32)[calib.labels]
-    t = fit_temperature(logits, targets)
-    update_card(model_path.parent, {"temperature": t, "calibration_maps": len(calib)})
-    log.info("calibrated", temperature=round(t, 3), maps=len(calib))
+    t = fit_temperature(logits + offsets, targets)
+    update_card(model_path.parent, {
+        "temperature": t,
+        "logit_offsets": {name: float(v) for name, v in zip(PATTERNS, offsets, strict=True)},
+        "calibration_maps": len(calib),
+    })
+    log.info("calibrated", temperature=round(t, 3), offsets=offsets.round(2).tolist(), maps=len(calib))
     return t
 
 
@@ -146,6 +158,8 @@ def card_markdown(card: dict[str, object]) -> str:
         "",
         f"- Files: `{json.dumps(card.get('files'))}`",
         f"- Buckets: {card.get('buckets')}; temperature {card.get('temperature')}",
+        f"- Logit offsets (prior-shift correction, fitted on the calib split): "
+        f"`{json.dumps(card.get('logit_offsets', {}))}`",
         f"- Training: `{json.dumps(card.get('training'))}`",
         f"- Reproduce: `{card.get('reproduce', 'see docs/model.md')}`",
         "",

@@ -5,8 +5,8 @@ completion; a 750 MB import and its start-up time buy nothing at inference.
 ``tests/ml`` checks in a subprocess that importing this module leaves torch
 out of ``sys.modules``.
 
-A model is ``model.onnx`` plus ``model_card.json`` (temperature, version,
-thresholds, buckets) and, for MC-dropout, ``model.mc_head.onnx`` beside it.
+A model is ``model.onnx`` plus ``model_card.json`` (temperature, logit
+offsets, version, thresholds, buckets) and, for MC-dropout, ``model.mc_head.onnx`` beside it.
 """
 
 from __future__ import annotations
@@ -132,6 +132,10 @@ class WaferModel:
         self.version: str = str(card["version"])
         self.temperature: float = float(card.get("temperature", 1.0))  # type: ignore[arg-type]
         self.buckets: tuple[int, ...] = tuple(card.get("buckets", BUCKETS))  # type: ignore[arg-type]
+        offsets = card.get("logit_offsets") or {}
+        self.logit_offsets = np.array(
+            [float(offsets.get(name, 0.0)) for name in PATTERNS], dtype=np.float32  # type: ignore[union-attr]
+        )
         thr = card.get("thresholds") or {}
         self.thresholds = np.array(
             [float(thr.get(name, 0.5)) for name in PATTERNS]  # type: ignore[union-attr]
@@ -169,13 +173,13 @@ class WaferModel:
         p_drop = float(self.card.get("dropout", 0.0))  # type: ignore[arg-type]
         keep = (rng.random((samples, *embeddings.shape)) >= p_drop).astype(np.float32)
         (logits,) = self.mc_head.run(None, {"embedding": embeddings, "keep": keep})
-        p = sigmoid(logits / self.temperature)  # (S, N, 9)
+        p = sigmoid((logits + self.logit_offsets) / self.temperature)  # (S, N, 9)
         mi = _binary_entropy(p.mean(0)) - _binary_entropy(p).mean(0)
         return mi.sum(1)
 
     def wafer_probs(self, wafer_logits: np.ndarray) -> np.ndarray:
-        """Calibrated per-pattern probabilities (temperature-scaled sigmoid)."""
-        return sigmoid(wafer_logits / self.temperature)
+        """Calibrated per-pattern probabilities: offset, temperature-scaled sigmoid."""
+        return sigmoid((wafer_logits + self.logit_offsets) / self.temperature)
 
     def predict(self, maps: Sequence[np.ndarray], mc_samples: int = 0) -> list[WaferPrediction]:
         """Predict patterns and die labels for uint8 die grids (0 none, 1 pass, 2 fail)."""

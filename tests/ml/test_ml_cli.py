@@ -65,6 +65,21 @@ def test_calibration_stores_a_positive_temperature(tiny_model: Path, real_fixtur
     assert t > 0 and json.loads((model.parent / "model_card.json").read_text())["temperature"] == t
 
 
+def test_calibrated_offsets_do_not_lower_macro_f1_on_the_calibration_maps(
+    tiny_model: Path, real_fixture: Path, tmp_path: Path
+) -> None:
+    from ml.evaluate import calibrate, evaluate_real
+
+    ws = load_npz(real_fixture)
+    model = _copy_model(tiny_model, tmp_path / "m")
+    before = float(evaluate_real(model, ws, "fixture")["macro_f1"])  # type: ignore[arg-type]
+    calibrate(model, ws)
+    card = json.loads((model.parent / "model_card.json").read_text())
+    assert set(card["logit_offsets"]) == set(PATTERNS)
+    after = float(evaluate_real(model, ws, "fixture")["macro_f1"])  # type: ignore[arg-type]
+    assert after >= before
+
+
 def test_predict_prints_patterns_and_writes_overlay(tiny_model: Path, tmp_path: Path) -> None:
     m = generate(21, 0)
     npy = tmp_path / "wafer.npy"

@@ -58,3 +58,19 @@ def test_predict_is_order_independent(tiny_model: Path) -> None:
         assert np.array_equal(a.die_labels, b.die_labels)
         assert np.allclose(a.embedding, b.embedding, atol=1e-5)
     assert model.predict([]) == []
+
+
+def test_logit_offsets_from_the_card_steer_the_label(tiny_model: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from ml.serving import WaferModel
+
+    model_dir = shutil.copytree(tiny_model.parent, tmp_path / "m")
+    maps = [generate(4, i).dies for i in range(4)]
+    base = WaferModel.load(model_dir / tiny_model.name).predict(maps)
+    card = json.loads((model_dir / "model_card.json").read_text())
+    card["logit_offsets"] = {name: (50.0 if name == "Donut" else 0.0) for name in PATTERNS}
+    (model_dir / "model_card.json").write_text(json.dumps(card))
+    shifted = WaferModel.load(model_dir / tiny_model.name).predict(maps)
+    assert [p.label for p in shifted] == ["Donut"] * len(maps)
+    assert all(p.pattern_probs["Donut"] > b.pattern_probs["Donut"] for p, b in zip(shifted, base))
