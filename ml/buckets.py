@@ -3,11 +3,17 @@
 Why buckets: WM-811K grids range from ~15 to ~300 dies across (median ~33).
 One fixed input size either wastes compute on small maps or blurs dies on big
 ones. Each map goes to the smallest bucket (square side, multiple of 32 as the
-U-Net needs) that holds it, is upscaled by the largest *integer* factor that
-still fits (every die becomes a ``k x k`` block, so die boundaries stay exact
-and wafers occupy a similar pixel span whatever their grid) and is centred
-with zero padding. Outputs are averaged back over each die's block, so masks
-land on the original die grid exactly.
+U-Net needs) that holds it and is stretched, nearest-neighbour, until its
+longer side fills the bucket: every die becomes a block of ``floor`` or
+``ceil`` of ``bucket / side`` pixels, so die boundaries stay exact, and every
+wafer spans the whole input whatever its grid. Outputs are averaged back over
+each die's block, so masks land on the original die grid exactly.
+
+Why fill rather than an integer factor: with integer factors the median
+33-die map stayed at one pixel per die in a 64-pixel input (half the span of
+a 32-die map), so the encoder's stride-2 stem halved a one-die scratch away
+at its first layer, and pattern sizes varied two-fold between neighbouring
+grid sizes.
 
 Torch-free on purpose: training and serving import the same code, so the
 geometry can never drift between them.
@@ -15,6 +21,7 @@ geometry can never drift between them.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,18 +42,27 @@ IN_CHANNELS: Final[int] = 3
 class Placement:
     """Where a ``rows x cols`` die grid sits inside a square bucket.
 
-    ``scale`` > 1 upsamples each die to a ``scale x scale`` block; ``stride``
-    > 1 (only for grids larger than the largest bucket) keeps every
-    ``stride``-th die, the one case where die accuracy is given up.
+    ``scale`` >= 1 stretches each die to a block of ``floor``/``ceil(scale)``
+    pixels; ``stride`` > 1 (only for grids larger than the largest bucket)
+    keeps every ``stride``-th die, the one case where die accuracy is given up.
     """
 
     bucket: int
     rows: int
     cols: int
-    scale: int
+    scale: float
     stride: int
     top: int
     left: int
+
+    @property
+    def kept(self) -> tuple[int, int]:
+        """Rows and columns of the (strided) grid that is stretched into the bucket."""
+        return math.ceil(self.rows / self.stride), math.ceil(self.cols / self.stride)
+
+    def starts(self, n: int) -> np.ndarray:
+        """First pixel of each of ``n`` dies along one axis, plus the end (``n + 1`` values)."""
+        return _starts(n, self.scale)
 
 
 def place(shape: tuple[int, int], buckets: Sequence[int] = BUCKETS) -> Placement:
@@ -55,17 +71,12 @@ def place(shape: tuple[int, int], buckets: Sequence[int] = BUCKETS) -> Placement
     if rows <= 0 or cols <= 0:
         raise ValueError(f"empty die grid {shape}")
     side = max(rows, cols)
-    for bucket in buckets:
-        if side <= bucket:
-            scale = bucket // side
-            stride = 1
-            break
-    else:
-        bucket = buckets[-1]
-        scale = 1
-        stride = math.ceil(side / bucket)
-    h = math.ceil(rows / stride) * scale
-    w = math.ceil(cols / stride) * scale
+    bucket = next((b for b in buckets if side <= b), buckets[-1])
+    stride = math.ceil(side / bucket)
+    kept = math.ceil(side / stride)
+    scale = bucket / kept
+    h = int(math.floor(math.ceil(rows / stride) * scale + 1e-9))
+    w = int(math.floor(math.ceil(cols / stride) * scale + 1e-9))
     return Placement(bucket, rows, cols, scale, stride, (bucket - h) // 2, (bucket - w) // 2)
 
 
@@ -101,8 +112,11 @@ def to_bucket(planes: np.ndarray, p: Placement) -> np.ndarray:
     Works for float inputs and integer masks alike (nearest-neighbour only).
     """
     x = planes[:, :: p.stride, :: p.stride]
-    if p.scale > 1:
-        x = x.repeat(p.scale, axis=1).repeat(p.scale, axis=2)
+    kept_rows, kept_cols = p.kept
+    row_starts, col_starts = p.starts(kept_rows), p.starts(kept_cols)
+    rows = np.repeat(np.arange(kept_rows), np.diff(row_starts))
+    cols = np.repeat(np.arange(kept_cols), np.diff(col_starts))
+    x = x.take(rows, axis=1).take(cols, axis=2)
     out = np.zeros((planes.shape[0], p.bucket, p.bucket), dtype=planes.dtype)
     out[:, p.top : p.top + x.shape[1], p.left : p.left + x.shape[2]] = x
     return out
@@ -111,18 +125,37 @@ def to_bucket(planes: np.ndarray, p: Placement) -> np.ndarray:
 def from_bucket(out: np.ndarray, p: Placement) -> np.ndarray:
     """Map ``(C, bucket, bucket)`` outputs back to ``(C, rows, cols)`` on the die grid.
 
-    Each die's value is the mean over its ``scale x scale`` block; for strided
-    (oversized) grids each kept die's value is repeated over the skipped ones.
+    Each die's value is the mean over its block; for strided (oversized)
+    grids each kept die's value is repeated over the skipped ones.
     """
-    h = math.ceil(p.rows / p.stride)
-    w = math.ceil(p.cols / p.stride)
-    crop = out[:, p.top : p.top + h * p.scale, p.left : p.left + w * p.scale]
-    if p.scale > 1:
-        c = crop.shape[0]
-        crop = crop.reshape(c, h, p.scale, w, p.scale).mean(axis=(2, 4))
+    kept_rows, kept_cols = p.kept
+    row_starts, col_starts = p.starts(kept_rows), p.starts(kept_cols)
+    crop = out[:, p.top : p.top + row_starts[-1], p.left : p.left + col_starts[-1]]
+    crop = _block_mean(kept_rows, p.scale) @ crop @ _block_mean(kept_cols, p.scale).T
     if p.stride > 1:
         crop = crop.repeat(p.stride, axis=1).repeat(p.stride, axis=2)
     return crop[:, : p.rows, : p.cols]
+
+
+@functools.lru_cache(maxsize=1024)
+def _starts(n: int, scale: float) -> np.ndarray:
+    starts = np.floor(np.arange(n + 1) * scale + 1e-9).astype(np.int64)
+    starts.setflags(write=False)
+    return starts
+
+
+@functools.lru_cache(maxsize=1024)
+def _block_mean(n: int, scale: float) -> np.ndarray:
+    """``(n, pixels)`` matrix averaging each die's pixel block (one matmul per axis).
+
+    Cached: a fab runs a handful of grid sizes, so the matrices repeat.
+    """
+    starts = _starts(n, scale)
+    counts = np.diff(starts)
+    m = np.zeros((n, int(starts[-1])), dtype=np.float32)
+    m[np.repeat(np.arange(n), counts), np.arange(int(starts[-1]))] = np.repeat(1.0 / counts, counts)
+    m.setflags(write=False)
+    return m
 
 
 def group_by_bucket(
