@@ -30,3 +30,18 @@ def test_offsets_stay_zero_when_no_shift_helps() -> None:
     labels = np.repeat(np.arange(9), 20)
     logits = np.eye(9)[labels] * 5.0
     assert np.array_equal(fit_logit_offsets(logits, labels), np.zeros(9))
+
+
+def test_offsets_are_kept_only_when_they_carry_over_to_unseen_maps() -> None:
+    from ml.evaluate import generalising_offsets
+
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 9, 3000)
+    shifted = _logits(labels, rng)
+    shifted[:, 2] -= 2.0
+    offsets, gain = generalising_offsets(shifted, labels)
+    assert gain > 0.05 and offsets[2] > 0
+    # Pure noise: whatever offsets fit one half cannot help the other.
+    noise = rng.normal(0.0, 1.0, (3000, 9))
+    offsets, gain = generalising_offsets(noise, labels)
+    assert gain <= 0 and not offsets.any()
