@@ -12,7 +12,8 @@ wafer map attached - is checked against what was generated: a critical wafer
 alerts once on every channel, a clean wafer (and a merely major one) does not.
 
 The wafers were chosen, with fixed seeds, among maps that the shipped model
-classifies unambiguously (top-1 probability >= 0.97, the scratch aside;
+classifies unambiguously (top-1 probability >= 0.97; the clean wafer is none
+0.71 with a 0.51 margin, and the scratch is chosen as described below;
 see ``WAFERS``).
 Severity levels follow from ``consumers/severity/scoring.py`` with the
 default weights; each chosen wafer's score is at least 6 points away from a
@@ -21,20 +22,22 @@ level threshold, so the levels asserted here are not coin flips.
 Scratch: the issue asks for "a critical scratch wafer". Two things stand in
 the way, and the test states both instead of hiding them:
 
-* the shipped model does not detect scratches reliably (model card
-  ml/models/model_card.json: Scratch recall 0.30 on real maps, die-level
-  IoU 0.11 on synthetic ones).
-  Among 45 long (>= 25 dies) low-background (<= 6 %) scratches from the
-  generator (seeds 4242 and 7, maps 0-599) its top-1 label was Loc 28 times,
-  Scratch 10 times (never above probability 0.6), none 6, Center 1; the
-  dominant pattern after clustering was Loc for 36, Scratch for 7. The
-  scratch wafer here is a typical case: the model finds the scratch's dies
-  as one ``Loc`` cluster inside the scratch.
-  That outcome is pinned below (``SCRATCH`` case): if a retrained model names
-  it Scratch, update the expectation.
-* even a perfectly recognised single scratch scores INFO with the default
-  severity weights (a few % coverage, one cluster), far below CRITICAL
-  (> 80), so no scratch on its own can trigger the "critical" rule.
+* the shipped model does not name scratches reliably (model card
+  ml/models/model_card.json: Scratch recall 0.46 on real maps, die-level
+  IoU 0.30 on synthetic ones).
+  Among the 89 single-scratch maps of the generator (seeds 4242 and 7,
+  maps 0-599) its top-1 label was Scratch 31 times (never above
+  probability 0.59), Loc 22, none 22, others 14; the dominant pattern after
+  clustering was Scratch for 68, Loc for 11. The scratch wafer here
+  (``SCRATCH``) is one the model gets right at both levels: among the 12
+  forced-scratch maps of seed 4242 (indices 0-399, at least 20 painted
+  dies) whose Scratch clusters match the painted dies within 15 % and whose
+  score is at least 6 points from a level threshold, it is the longest of
+  the four the model names Scratch (p 0.55, margin 0.26).
+* even a perfectly recognised single scratch scores INFO or MINOR with the
+  default severity weights (a few % coverage, one or two clusters; this one
+  31), far below CRITICAL (> 80), so no scratch on its own can trigger the
+  "critical" rule.
 """
 
 from __future__ import annotations
@@ -111,14 +114,14 @@ class WaferCase:
         return generate(self.seed, self.index, patterns=self.patterns)
 
 
-# What the shipped model (unet-mnv3s-2026.11.21-fd6e341e-int8) does with each map,
+# What the shipped model (unet-mnv3s-2026.11.22-a098c1fd) does with each map,
 # measured offline with ml.serving.WaferModel and the pipeline's own cluster/severity code:
-#   clean      22x27, 54 fails,  none 0.98 (margin 0.98), no clusters,     INFO 2.51
-#   near-full  36x37, 960 fails, Near-full 1.00,  10 clusters = 960 dies,  CRITICAL 96.72
+#   clean      22x27, 54 fails,  none 0.71 (margin 0.51), no clusters,     INFO 2.51
+#   near-full  36x37, 960 fails, Near-full 1.00,  clusters = 960 dies,     CRITICAL 96.72
 #   center     27x27, 88 fails,  Center 1.00, one cluster of 53 (truth 52), MINOR 26.19
-#   edge-ring  41x31, 298 fails, Edge-Ring 0.97 (margin 0.73), 125 of 131 ring dies, MAJOR 66.92
-#   scratch    39x42, 82 fails,  Loc 0.60 / Scratch 0.27; the 32-die scratch is found as
-#              one Loc cluster of 23 dies inside the scratch,            INFO 12.33
+#   edge-ring  41x31, 298 fails, Edge-Ring 0.98 (margin 0.87), 140 dies for 131 ring dies, MAJOR 61.08
+#   scratch    44x36, Scratch 0.55 / Loc 0.29; the 38-die scratch is found as
+#              Scratch clusters of 39 dies,                              MINOR 31.04
 CLEAN = WaferCase("clean", 4242, 2, (), "none", "none", "INFO", None, alerts=False)
 NEAR_FULL = WaferCase("nearfull", 4242, 3, ("Near-full",), "Near-full", "Near-full", "CRITICAL",
                       "Near-full", alerts=True)
@@ -126,8 +129,8 @@ CENTER = WaferCase("center", 4242, 13, ("Center",), "Center", "Center", "MINOR",
                    alerts=False)
 EDGE_RING = WaferCase("edgering", 4242, 1, ("Edge-Ring",), "Edge-Ring", "Edge-Ring", "MAJOR",
                       "Edge-Ring", alerts=False)
-# Known model limitation (see the module docstring): the scratch is found, but named Loc.
-SCRATCH = WaferCase("scratch", 4242, 174, ("Scratch",), "Loc", "Loc", "INFO", "Loc",
+# Not critical although named right: see the module docstring.
+SCRATCH = WaferCase("scratch", 4242, 380, ("Scratch",), "Scratch", "Scratch", "MINOR", "Scratch",
                     alerts=False)
 WAFERS = (CLEAN, NEAR_FULL, CENTER, EDGE_RING, SCRATCH)
 
@@ -349,16 +352,8 @@ def test_generated_wafers_flow_through_the_whole_pipeline(
         truth = p.truth_mask()
         assert rows[0]["pattern"] == case.cluster_pattern, f"{wafer_id}: largest cluster"
         found = sum(r["die_count"] for r in rows if r["pattern"] == case.cluster_pattern)
-        if case.cluster_pattern in case.patterns:
-            # The model names the pattern right: its clusters hold (almost) the painted dies.
-            assert 0.8 * truth.sum() <= found <= 1.2 * truth.sum(), (wafer_id, found, truth.sum())
-        else:
-            # Wrong name (the scratch): the cluster still sits on the painted defect.
-            rr, cc = np.nonzero(truth)
-            top, left, bottom, right = rows[0]["bbox"]
-            assert rr.min() - 1 <= top and bottom <= rr.max() + 1, (wafer_id, rows[0]["bbox"])
-            assert cc.min() - 1 <= left and right <= cc.max() + 1, (wafer_id, rows[0]["bbox"])
-            assert rows[0]["die_count"] >= 0.5 * truth.sum(), (wafer_id, rows[0]["die_count"])
+        # The model names the pattern right: its clusters hold (almost) the painted dies.
+        assert 0.8 * truth.sum() <= found <= 1.2 * truth.sum(), (wafer_id, found, truth.sum())
 
     # ---- Kafka: one distinct assessed (and segmented) event per wafer, no dead letters
     for spec, derive in ((WAFER_SEGMENTED, result_event_id), (WAFER_ASSESSED, assessment_event_id)):
