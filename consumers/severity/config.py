@@ -9,8 +9,15 @@ meaningless (weights not summing to one, unordered level thresholds).
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ml.taxonomy import DEFECT_PATTERNS
+
+#: Severity levels, lowest first.
+SeverityLevel = Literal["INFO", "MINOR", "MAJOR", "CRITICAL"]
+LEVELS: tuple[SeverityLevel, ...] = ("INFO", "MINOR", "MAJOR", "CRITICAL")
 
 
 class SeverityWeights(BaseModel):
@@ -48,6 +55,13 @@ class SeveritySettings(BaseModel):
     minor_above: float = Field(20.0, ge=0, le=100, description="score > this -> MINOR")
     major_above: float = Field(50.0, ge=0, le=100, description="score > this -> MAJOR")
     critical_above: float = Field(80.0, ge=0, le=100, description="score > this -> CRITICAL")
+    pattern_min_level: dict[str, SeverityLevel] = Field(
+        default_factory=dict,
+        description=(
+            "minimum level per dominant pattern, e.g. {\"Scratch\": \"CRITICAL\"}: a pattern FA "
+            "must see whatever its size (handling damage) is not left to the score"
+        ),
+    )
     edge_band_mm: float = Field(
         5.0, ge=0, description="failing dies whose centre is this close to the wafer edge count as edge"
     )
@@ -82,6 +96,9 @@ class SeveritySettings(BaseModel):
     def _ordered_levels(self) -> SeveritySettings:
         if not self.minor_above <= self.major_above <= self.critical_above:
             raise ValueError("level thresholds must satisfy minor <= major <= critical")
+        unknown = sorted(set(self.pattern_min_level) - set(DEFECT_PATTERNS))
+        if unknown:
+            raise ValueError(f"pattern_min_level: unknown patterns {unknown} (use {DEFECT_PATTERNS})")
         if self.baseline_min_lots > self.baseline_window_lots:
             raise ValueError("baseline_min_lots cannot exceed baseline_window_lots")
         return self

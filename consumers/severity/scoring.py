@@ -9,17 +9,16 @@ extreme metric cannot exceed its weight, and the weights sum to 1. A wafer
 without die size has no density: its density term is 0 (the score is a
 lower bound, never inflated by a guess). Levels are open-below bands:
 score > critical_above is CRITICAL, > major_above MAJOR, > minor_above MINOR.
+A configured floor for the wafer's dominant pattern (``pattern_min_level``)
+can raise the level, never lower it; the score stays what the formula says,
+so the two together show that a floor, not the size, made the level.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
-
-from consumers.severity.config import SeveritySettings
+from consumers.severity.config import LEVELS, SeverityLevel, SeveritySettings
 from consumers.severity.metrics import WaferMetrics
-
-SeverityLevel = Literal["INFO", "MINOR", "MAJOR", "CRITICAL"]
 
 
 @dataclass(frozen=True)
@@ -56,4 +55,8 @@ def severity_level(score: float, config: SeveritySettings) -> SeverityLevel:
 
 def assess(metrics: WaferMetrics, config: SeveritySettings) -> Severity:
     score = severity_score(metrics, config)
-    return Severity(score=score, level=severity_level(score, config))
+    level = severity_level(score, config)
+    floor = config.pattern_min_level.get(metrics.dominant_pattern)
+    if floor is not None and LEVELS.index(floor) > LEVELS.index(level):
+        level = floor
+    return Severity(score=score, level=level)

@@ -36,8 +36,11 @@ the way, and the test states both instead of hiding them:
   the four the model names Scratch (p 0.55, margin 0.26).
 * even a perfectly recognised single scratch scores INFO or MINOR with the
   default severity weights (a few % coverage, one or two clusters; this one
-  31), far below CRITICAL (> 80), so no scratch on its own can trigger the
-  "critical" rule.
+  31), far below CRITICAL (> 80). Fabs treat a scratch as handling damage
+  that FA must see whatever its size, so the test configures that policy
+  (``severity.pattern_min_level = {"Scratch": "CRITICAL"}``, off by
+  default): the scratch wafer is CRITICAL by policy with its score
+  unchanged, and alerts on both channels like the near-full wafer.
 """
 
 from __future__ import annotations
@@ -121,7 +124,7 @@ class WaferCase:
 #   center     27x27, 88 fails,  Center 1.00, one cluster of 53 (truth 52), MINOR 26.19
 #   edge-ring  41x31, 298 fails, Edge-Ring 0.98 (margin 0.87), 140 dies for 131 ring dies, MAJOR 61.08
 #   scratch    44x36, Scratch 0.55 / Loc 0.29; the 38-die scratch is found as
-#              Scratch clusters of 39 dies,                              MINOR 31.04
+#              Scratch clusters of 39 dies,      MINOR 31.04 by score, CRITICAL by policy
 CLEAN = WaferCase("clean", 4242, 2, (), "none", "none", "INFO", None, alerts=False)
 NEAR_FULL = WaferCase("nearfull", 4242, 3, ("Near-full",), "Near-full", "Near-full", "CRITICAL",
                       "Near-full", alerts=True)
@@ -129,9 +132,10 @@ CENTER = WaferCase("center", 4242, 13, ("Center",), "Center", "Center", "MINOR",
                    alerts=False)
 EDGE_RING = WaferCase("edgering", 4242, 1, ("Edge-Ring",), "Edge-Ring", "Edge-Ring", "MAJOR",
                       "Edge-Ring", alerts=False)
-# Not critical although named right: see the module docstring.
-SCRATCH = WaferCase("scratch", 4242, 380, ("Scratch",), "Scratch", "Scratch", "MINOR", "Scratch",
-                    alerts=False)
+# Critical by the fab's scratch policy, not by its score (31.04): see the module docstring.
+SCRATCH_POLICY = {"Scratch": "CRITICAL"}
+SCRATCH = WaferCase("scratch", 4242, 380, ("Scratch",), "Scratch", "Scratch", "CRITICAL", "Scratch",
+                    alerts=True)
 WAFERS = (CLEAN, NEAR_FULL, CENTER, EDGE_RING, SCRATCH)
 
 
@@ -249,7 +253,11 @@ def test_generated_wafers_flow_through_the_whole_pipeline(
     dsn = settings.postgres.url.get_secret_value()
     ensure_topics(settings)  # explicit partition counts, and every DLQ exists to be counted
     rules = write_rules(tmp_path / "alert-rules.yaml", http_capture, smtp_capture)
-    services = Services(settings, {"WAFERSTREAM_ALERTS__RULES_FILE": str(rules)})
+    services = Services(settings, {
+        "WAFERSTREAM_ALERTS__RULES_FILE": str(rules),
+        # The fab's policy for handling damage: a scratch is critical whatever its size.
+        "WAFERSTREAM_SEVERITY__PATTERN_MIN_LEVEL": json.dumps(SCRATCH_POLICY),
+    })
 
     start = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
     published = []
@@ -392,8 +400,11 @@ def test_generated_wafers_flow_through_the_whole_pipeline(
     assert sorted((n["wafer_id"], n["channel"], n["status"]) for n in notifications) == sorted(
         (a["wafer_id"], a["channel"], "DELIVERED") for a in alerts)
 
+    # Wafers of different lots are processed in parallel: order receipts by wafer.
+    critical.sort(key=lambda p: p.case.wafer_id)
     with http_capture.lock:
-        webhook = [(r.path, r.headers, r.body) for r in http_capture.requests]
+        webhook = sorted(((r.path, r.headers, r.body) for r in http_capture.requests),
+                         key=lambda r: str(r[2].get("subject", {}).get("wafer_id")))
     assert [(path, body["subject"]["wafer_id"]) for path, _, body in webhook] == [
         (WEBHOOK_PATH, p.case.wafer_id) for p in critical]
     for (_, headers, body), p in zip(webhook, critical, strict=True):
@@ -407,7 +418,8 @@ def test_generated_wafers_flow_through_the_whole_pipeline(
         assert body["link"] == f"https://fa.example/wafer/{p.case.lot_id}/{p.case.wafer_id}"
         assert p.case.wafer_id in body["headline"]
 
-    mails = list(smtp_capture.messages)
+    mails = sorted(smtp_capture.messages,
+                   key=lambda m: str(m[1]["Subject"]).split(" on wafer ")[-1])
     assert [(rcpts, mail["To"]) for rcpts, mail in mails] == [([MEMBER], MEMBER) for _ in critical]
     for (_, mail), p in zip(mails, critical, strict=True):
         assert mail["Subject"] == (

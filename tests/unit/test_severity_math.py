@@ -148,6 +148,20 @@ def test_levels_and_weights_come_from_configuration() -> None:
     assert severity_score(m, coverage_only) == pytest.approx(100.0)
     with pytest.raises(ValidationError):
         SeverityWeights(density=0.5, coverage=0.5, clusters=0.5)
+
+
+def test_a_pattern_floor_raises_the_level_but_never_lowers_it_or_the_score() -> None:
+    scratch = _metrics(_wafer(SCRATCH), [_cluster("Scratch", 5)])  # MINOR 40.0 by the formula
+    floored = SeveritySettings(pattern_min_level={"Scratch": "CRITICAL", "Center": "INFO"})
+    result = assess(scratch, floored)
+    assert (result.score, result.level) == (40.0, "CRITICAL")
+    center = _metrics(_wafer(SCRATCH), [_cluster("Center", 5)])
+    assert assess(center, floored).level == "MINOR"  # a floor below the score's level is moot
+    assert assess(_metrics(_wafer(SCRATCH), [_cluster("Loc", 5)]), floored).level == "MINOR"
+    with pytest.raises(ValidationError, match="unknown patterns"):
+        SeveritySettings(pattern_min_level={"Scrach": "MAJOR"})
+    with pytest.raises(ValidationError):
+        SeveritySettings(pattern_min_level={"Scratch": "URGENT"})
     with pytest.raises(ValidationError):
         SeveritySettings(minor_above=60, major_above=50)
 
