@@ -110,6 +110,9 @@ def read_topics(settings: Settings, topics: list[str], idle_s: float = 1.5) -> l
     consumer = Consumer({
         **settings.kafka.client_config(), "group.id": f"reader-{uuid.uuid4().hex}",
         "enable.auto.commit": False,
+        # tansu holds an empty partition's fetch for the full wait, which would
+        # otherwise eat the idle window before a partition with records answers.
+        "fetch.wait.max.ms": 50,
     })
     try:
         assignment = []

@@ -283,7 +283,7 @@ def test_generated_wafers_flow_through_the_whole_pipeline(
         assessed_records: list[Message] = []
 
         def published_assessed() -> bool:
-            assessed_records[:] = read_topics(settings, [assessed_topic], idle_s=0.5)
+            assessed_records[:] = read_topics(settings, [assessed_topic])
             return len({m.key() for m in assessed_records}) == len(WAFERS)  # one lot per wafer
 
         def notifier_done() -> bool:
