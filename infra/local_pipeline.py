@@ -15,9 +15,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -30,6 +31,7 @@ from infra.settings import Settings
 from infra.stack.manager import Stack
 
 DEMO_RULES = Path(__file__).resolve().parent.parent / "compose" / "alert-rules.demo.yaml"
+T = TypeVar("T")
 PIPELINE: tuple[tuple[str, ...], ...] = (("run", "inference"), ("run", "severity"), ("run", "alerts"))
 
 
@@ -57,10 +59,10 @@ class LocalPipeline:
         Stack(Settings()).up()
         self.settings = Settings().with_embedded()
         if self.isolate_as is not None:
-            self.settings = asyncio.run(self._isolate(self.isolate_as))
+            self.settings = self._isolate(self.isolate_as)
         self.dsn = self.settings.postgres.url.get_secret_value()
         ensure_topics(self.settings)
-        asyncio.run(self._migrate())
+        _on_connection(self.dsn, migrate)
         self.inbox = WebhookInbox(self.settings.data_dir / f"{self.tag}-inbox.jsonl").__enter__()
         env = {
             **os.environ,
@@ -91,35 +93,21 @@ class LocalPipeline:
                 proc.kill()
         self.inbox.__exit__(exc_type, exc, tb)
         if self.isolate_as is not None:
-            asyncio.run(self._drop_database(self.isolate_as))
+            self._drop_database(self.isolate_as)
 
-    async def _isolate(self, name: str) -> Settings:
+    def _isolate(self, name: str) -> Settings:
         """Create database ``name`` beside the stack's and point the settings at it."""
-        conn = await asyncpg.connect(self.settings.postgres.url.get_secret_value())
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-        url = urlsplit(self.settings.postgres.url.get_secret_value())._replace(path=f"/{name}")
+        stack_dsn = self.settings.postgres.url.get_secret_value()
+        _on_connection(stack_dsn, lambda conn: conn.execute(f'CREATE DATABASE "{name}"'))
+        url = urlunsplit(urlsplit(stack_dsn)._replace(path=f"/{name}"))
         return self.settings.model_copy(update={
             "topic_prefix": f"{name}.",
-            "postgres": self.settings.postgres.model_copy(update={"url": SecretStr(urlunsplit(url))}),
+            "postgres": self.settings.postgres.model_copy(update={"url": SecretStr(url)}),
         })
 
-    async def _drop_database(self, name: str) -> None:
-        admin = urlsplit(self.dsn)._replace(path="/postgres")
-        conn = await asyncpg.connect(urlunsplit(admin))
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
-
-    async def _migrate(self) -> None:
-        conn = await asyncpg.connect(self.dsn)
-        try:
-            await migrate(conn)
-        finally:
-            await conn.close()
+    def _drop_database(self, name: str) -> None:
+        admin = urlunsplit(urlsplit(self.dsn)._replace(path="/postgres"))
+        _on_connection(admin, lambda conn: conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
     def _log(self, n: int, args: tuple[str, ...]) -> Path:
         return self.settings.data_dir / f"{self.tag}-{n}-{'-'.join(args)}.log"
@@ -133,14 +121,7 @@ class LocalPipeline:
 
     def fetch(self, query: str, *args: object) -> list[asyncpg.Record]:
         """Rows of ``query`` on the pipeline's database (one short-lived connection)."""
-        return asyncio.run(self._fetch(query, *args))
-
-    async def _fetch(self, query: str, *args: object) -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(self.dsn)
-        try:
-            return list(await conn.fetch(query, *args))
-        finally:
-            await conn.close()
+        return list(_on_connection(self.dsn, lambda conn: conn.fetch(query, *args)))
 
     def count(self, query: str, *args: object) -> int:
         return int(self.fetch(query, *args)[0][0])
@@ -165,3 +146,16 @@ class LocalPipeline:
         finally:
             await conn.close()
         raise TimeoutError(f"{query!r} did not reach {expected} within {timeout_s}s")
+
+
+def _on_connection(dsn: str, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    """Run ``work`` on one short-lived connection to ``dsn`` (the pipeline's callers are sync)."""
+
+    async def run() -> T:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return await work(conn)
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())

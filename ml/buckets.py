@@ -60,10 +60,6 @@ class Placement:
         """Rows and columns of the (strided) grid that is stretched into the bucket."""
         return math.ceil(self.rows / self.stride), math.ceil(self.cols / self.stride)
 
-    def starts(self, n: int) -> np.ndarray:
-        """First pixel of each of ``n`` dies along one axis, plus the end (``n + 1`` values)."""
-        return _starts(n, self.scale)
-
 
 def place(shape: tuple[int, int], buckets: Sequence[int] = BUCKETS) -> Placement:
     """Return the placement of a die grid of ``shape`` in the smallest fitting bucket."""
@@ -73,10 +69,9 @@ def place(shape: tuple[int, int], buckets: Sequence[int] = BUCKETS) -> Placement
     side = max(rows, cols)
     bucket = next((b for b in buckets if side <= b), buckets[-1])
     stride = math.ceil(side / bucket)
-    kept = math.ceil(side / stride)
-    scale = bucket / kept
-    h = int(math.floor(math.ceil(rows / stride) * scale + 1e-9))
-    w = int(math.floor(math.ceil(cols / stride) * scale + 1e-9))
+    scale = bucket / math.ceil(side / stride)
+    h = len(_die_of_pixel(math.ceil(rows / stride), scale))
+    w = len(_die_of_pixel(math.ceil(cols / stride), scale))
     return Placement(bucket, rows, cols, scale, stride, (bucket - h) // 2, (bucket - w) // 2)
 
 
@@ -111,12 +106,9 @@ def to_bucket(planes: np.ndarray, p: Placement) -> np.ndarray:
 
     Works for float inputs and integer masks alike (nearest-neighbour only).
     """
-    x = planes[:, :: p.stride, :: p.stride]
     kept_rows, kept_cols = p.kept
-    row_starts, col_starts = p.starts(kept_rows), p.starts(kept_cols)
-    rows = np.repeat(np.arange(kept_rows), np.diff(row_starts))
-    cols = np.repeat(np.arange(kept_cols), np.diff(col_starts))
-    x = x.take(rows, axis=1).take(cols, axis=2)
+    x = planes[:, :: p.stride, :: p.stride]
+    x = x.take(_die_of_pixel(kept_rows, p.scale), axis=1).take(_die_of_pixel(kept_cols, p.scale), axis=2)
     out = np.zeros((planes.shape[0], p.bucket, p.bucket), dtype=planes.dtype)
     out[:, p.top : p.top + x.shape[1], p.left : p.left + x.shape[2]] = x
     return out
@@ -129,31 +121,33 @@ def from_bucket(out: np.ndarray, p: Placement) -> np.ndarray:
     grids each kept die's value is repeated over the skipped ones.
     """
     kept_rows, kept_cols = p.kept
-    row_starts, col_starts = p.starts(kept_rows), p.starts(kept_cols)
-    crop = out[:, p.top : p.top + row_starts[-1], p.left : p.left + col_starts[-1]]
-    crop = _block_mean(kept_rows, p.scale) @ crop @ _block_mean(kept_cols, p.scale).T
+    row_mean, col_mean = _block_mean(kept_rows, p.scale), _block_mean(kept_cols, p.scale)
+    crop = out[:, p.top : p.top + row_mean.shape[1], p.left : p.left + col_mean.shape[1]]
+    crop = row_mean @ crop @ col_mean.T
     if p.stride > 1:
         crop = crop.repeat(p.stride, axis=1).repeat(p.stride, axis=2)
     return crop[:, : p.rows, : p.cols]
 
 
 @functools.lru_cache(maxsize=1024)
-def _starts(n: int, scale: float) -> np.ndarray:
+def _die_of_pixel(n: int, scale: float) -> np.ndarray:
+    """Die index of every pixel along an axis of ``n`` dies stretched by ``scale``.
+
+    Die ``i`` covers pixels ``floor(i * scale)`` up to ``floor((i + 1) * scale)``.
+    Cached, like ``_block_mean``: a fab runs a handful of grid sizes.
+    """
     starts = np.floor(np.arange(n + 1) * scale + 1e-9).astype(np.int64)
-    starts.setflags(write=False)
-    return starts
+    die = np.repeat(np.arange(n), np.diff(starts))
+    die.setflags(write=False)
+    return die
 
 
 @functools.lru_cache(maxsize=1024)
 def _block_mean(n: int, scale: float) -> np.ndarray:
-    """``(n, pixels)`` matrix averaging each die's pixel block (one matmul per axis).
-
-    Cached: a fab runs a handful of grid sizes, so the matrices repeat.
-    """
-    starts = _starts(n, scale)
-    counts = np.diff(starts)
-    m = np.zeros((n, int(starts[-1])), dtype=np.float32)
-    m[np.repeat(np.arange(n), counts), np.arange(int(starts[-1]))] = np.repeat(1.0 / counts, counts)
+    """``(n, pixels)`` matrix averaging each die's pixel block (one matmul per axis)."""
+    die = _die_of_pixel(n, scale)
+    m = np.zeros((n, len(die)), dtype=np.float32)
+    m[die, np.arange(len(die))] = 1.0 / np.bincount(die, minlength=n)[die]
     m.setflags(write=False)
     return m
 

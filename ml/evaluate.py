@@ -29,6 +29,7 @@ from PIL import Image, ImageDraw, ImageFont
 from ml.data import WaferSet, stratified_split
 from ml.metrics import (
     confusion,
+    decision_macro_f1,
     expected_calibration_error,
     fit_logit_offsets,
     fit_temperature,
@@ -70,8 +71,8 @@ def generalising_offsets(logits: np.ndarray, labels: np.ndarray) -> tuple[np.nda
     gains = []
     for fit, held in ((half_a, half_b), (half_b, half_a)):
         off = fit_logit_offsets(logits[fit], labels[fit])
-        before = macro_f1(confusion(labels[held], logits[held].argmax(1)))
-        gains.append(macro_f1(confusion(labels[held], (logits[held] + off).argmax(1))) - before)
+        gains.append(decision_macro_f1(logits[held], labels[held], off)
+                     - decision_macro_f1(logits[held], labels[held]))
     gain = float(np.mean(gains))
     if gain <= 0:
         return np.zeros(logits.shape[1]), gain

@@ -81,6 +81,11 @@ def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
     return float(fine[np.argmin([nll(t) for t in fine])])
 
 
+def decision_macro_f1(logits: np.ndarray, labels: np.ndarray, offsets: np.ndarray | float = 0.0) -> float:
+    """Macro-F1 of the top-1 decisions on ``logits + offsets``."""
+    return macro_f1(confusion(labels, (logits + offsets).argmax(1), logits.shape[1]))
+
+
 def fit_logit_offsets(
     logits: np.ndarray,
     labels: np.ndarray,
@@ -98,18 +103,14 @@ def fit_logit_offsets(
     calibration split cannot push a rare class far on a handful of maps.
     """
     offsets = np.zeros(logits.shape[1])
-
-    def score(b: np.ndarray) -> float:
-        return macro_f1(confusion(labels, (logits + b).argmax(1), logits.shape[1]))
-
-    best = score(offsets)
+    best = decision_macro_f1(logits, labels, offsets)
     for _ in range(rounds):
         changed = False
         for k in range(logits.shape[1]):
             for g in sorted(grid, key=abs):
                 trial = offsets.copy()
                 trial[k] = g
-                s = score(trial)
+                s = decision_macro_f1(logits, labels, trial)
                 if s > best + 1e-9 or (abs(s - best) <= 1e-9 and abs(g) < abs(offsets[k])):
                     best, offsets, changed = s, trial, changed or g != offsets[k]
         if not changed:

@@ -9,7 +9,7 @@ meaningless (weights not summing to one, unordered level thresholds).
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -17,7 +17,7 @@ from ml.taxonomy import DEFECT_PATTERNS
 
 #: Severity levels, lowest first.
 SeverityLevel = Literal["INFO", "MINOR", "MAJOR", "CRITICAL"]
-LEVELS: tuple[SeverityLevel, ...] = ("INFO", "MINOR", "MAJOR", "CRITICAL")
+LEVELS: tuple[SeverityLevel, ...] = get_args(SeverityLevel)
 
 
 class SeverityWeights(BaseModel):

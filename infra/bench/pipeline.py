@@ -127,15 +127,18 @@ def _sustained_rate(pipe: LocalPipeline, ids: list[str]) -> float:
     return (hi - lo) / max(times[hi] - times[lo], 1e-9) if hi > lo else float("nan")
 
 
-def _latencies(pipe: LocalPipeline, sent: dict[str, float]) -> tuple[list[float], list[float]]:
-    """Milliseconds from publish to the assessment row, and to the first alert row."""
+def _to_assessed_ms(pipe: LocalPipeline, sent: dict[str, float]) -> list[float]:
+    """Milliseconds from publish to the assessment row, per wafer."""
+    return [(t - sent[i]) * 1000 for i, t in _assessed_at(pipe, list(sent)).items()]
+
+
+def _to_alert_ms(pipe: LocalPipeline, sent: dict[str, float]) -> list[float]:
+    """Milliseconds from publish to the first alert row, for the wafers that alerted."""
     alerted = pipe.fetch(
         "SELECT a.source_event_id, min(extract(epoch FROM al.created_at)) AS t "
         "FROM alerts al JOIN assessments a ON a.assessment_event_id = al.event_id "
         "WHERE a.source_event_id = ANY($1::text[]) GROUP BY a.source_event_id", list(sent))
-    to_assessed = [(t - sent[i]) * 1000 for i, t in _assessed_at(pipe, list(sent)).items()]
-    to_alert = [(float(r["t"]) - sent[r["source_event_id"]]) * 1000 for r in alerted]
-    return to_assessed, to_alert
+    return [(float(r["t"]) - sent[r["source_event_id"]]) * 1000 for r in alerted]
 
 
 def run_bench(
@@ -168,12 +171,12 @@ def run_bench(
         sent = _publish(settings, paced, half)
         pipe.wait_for(DONE_QUERY, len(warm) + 2 * wafers, 600)
         time.sleep(1.0)  # let the notifier finish deciding on the last wafers
-        to_assessed, to_alert = _latencies(pipe, sent)
+        to_assessed, to_alert = _to_assessed_ms(pipe, sent), _to_alert_ms(pipe, sent)
         baselines.append(measure_baseline(model, maps, batch))
         lone = _wafers(LONE_WAFERS, 104, max_side)
         lone_sent = _publish(settings, lone, LONE_RATE)
         pipe.wait_for(DONE_QUERY, len(warm) + 2 * wafers + len(lone), 120)
-        lone_assessed, _ = _latencies(pipe, lone_sent)
+        lone_assessed = _to_assessed_ms(pipe, lone_sent)
     baseline = float(np.median(baselines))
     result = BenchResult(
         wafers=wafers, inference_processes=inference_processes, max_side=max_side, batch_size=batch, model_version=model.version,
