@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 
 from schemas.ids import validate_id
 
@@ -29,6 +30,18 @@ class ObjectStore(ABC):
     @abstractmethod
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
         """Store ``data`` under ``key`` (overwriting) and return the object's URI."""
+
+    def put_many(
+        self, objects: Sequence[tuple[str, bytes]], content_type: str = "application/octet-stream"
+    ) -> None:
+        """Store several objects; returns when all are stored (one failure fails the call).
+
+        Callers on an event loop hand a whole batch to one thread instead of
+        one thread hop per object. One after another suits a local disk; a
+        network store overrides this to have its round trips in flight at once.
+        """
+        for key, data in objects:
+            self.put(key, data, content_type)
 
     @abstractmethod
     def get(self, key: str) -> bytes:

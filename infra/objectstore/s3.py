@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from minio import Minio
 from minio.error import S3Error
@@ -10,6 +12,10 @@ from urllib3.exceptions import HTTPError
 
 from infra.errors import DependencyUnavailable
 from infra.objectstore.base import ObjectNotFound, ObjectStore
+
+#: Concurrent PUTs of one ``put_many``; the minio client's connection pool
+#: keeps 10 connections per host, so more would only queue for a socket.
+PUT_CONCURRENCY = 8
 
 
 class S3ObjectStore(ObjectStore):
@@ -19,6 +25,7 @@ class S3ObjectStore(ObjectStore):
         self.client = client
         self.bucket = bucket
         self.prefix = prefix.strip("/")
+        self._uploads = ThreadPoolExecutor(PUT_CONCURRENCY, thread_name_prefix="s3-put")
         try:
             if not client.bucket_exists(bucket):
                 client.make_bucket(bucket)
@@ -37,6 +44,12 @@ class S3ObjectStore(ObjectStore):
         except HTTPError as exc:
             raise DependencyUnavailable("object_store", exc) from exc
         return self.uri(key)
+
+    def put_many(
+        self, objects: Sequence[tuple[str, bytes]], content_type: str = "application/octet-stream"
+    ) -> None:
+        """Up to :data:`PUT_CONCURRENCY` PUTs in flight: each is a network round trip."""
+        list(self._uploads.map(lambda obj: self.put(obj[0], obj[1], content_type), objects))
 
     def get(self, key: str) -> bytes:
         try:

@@ -106,6 +106,18 @@ def test_object_store_contract(store: ObjectStore) -> None:
         store.get(key)
 
 
+def test_put_many_stores_every_object(store: ObjectStore) -> None:
+    objects = [(object_key("masks", "LOT2", f"W{n:02d}", filename="m.png"), bytes([n]) * 50)
+               for n in range(20)]
+    store.put_many(objects[:10], "image/png")
+    store.put_many([(k, b"old") for k, _ in objects[10:]])
+    store.put_many(objects[10:])  # overwrites, like put
+    assert store.list("masks/LOT2/") == sorted(k for k, _ in objects)
+    assert all(store.get(key) == data for key, data in objects)
+    with pytest.raises(ValueError):  # one bad key fails the call
+        store.put_many([(object_key("masks", "LOT3", filename="ok.png"), b"x"), ("../x", b"y")])
+
+
 @pytest.mark.parametrize("bad", ["../../etc", "..", "a/b", ".ssh"])
 def test_object_keys_reject_path_traversal(store: ObjectStore, bad: str) -> None:
     with pytest.raises(InvalidEvent):
