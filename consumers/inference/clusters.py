@@ -37,9 +37,10 @@ class WaferFrame:
 
     @classmethod
     def from_event(cls, dies: np.ndarray, geometry: dict[str, Any]) -> WaferFrame:
-        on = np.argwhere(dies > 0)
-        default_row = (on[:, 0].min() + on[:, 0].max()) / 2 if len(on) else dies.shape[0] / 2
-        default_col = (on[:, 1].min() + on[:, 1].max()) / 2 if len(on) else dies.shape[1] / 2
+        on = dies > 0
+        rows, cols = np.flatnonzero(on.any(axis=1)), np.flatnonzero(on.any(axis=0))
+        default_row = (rows[0] + rows[-1]) / 2 if len(rows) else dies.shape[0] / 2
+        default_col = (cols[0] + cols[-1]) / 2 if len(cols) else dies.shape[1] / 2
         return cls(
             center_row=float(geometry.get("center_y") or default_row),
             center_col=float(geometry.get("center_x") or default_col),
@@ -66,7 +67,7 @@ def find_clusters(
         if code == 0 or code == _RANDOM:
             continue  # isolated fails are not clusters
         mask = (die_labels == code).astype(np.uint8)
-        for component in _components(mask):
+        for component in _components(mask, min_dies):
             count = int(component.sum())
             if count >= min_dies:
                 clusters.append(_describe(component, PATTERNS[int(code)], count, total, frame))
@@ -74,13 +75,23 @@ def find_clusters(
     return clusters
 
 
-def _components(mask: np.ndarray) -> list[np.ndarray]:
+def _components(mask: np.ndarray, min_dies: int) -> list[np.ndarray]:
+    """8-connected components (split where blobs touch); none smaller than ``min_dies``.
+
+    A component below ``min_dies`` is skipped before it is even cut out:
+    splitting it could only give smaller parts, which would be dropped too.
+    """
     count, labels = cv2.connectedComponents(mask, connectivity=8)
+    areas = np.bincount(labels.ravel(), minlength=count)
     parts: list[np.ndarray] = []
     for label in range(1, count):
-        component = labels == label
-        parts.extend(_split_touching(component))
+        if areas[label] >= min_dies:
+            parts.extend(_split_touching(labels == label))
     return parts
+
+
+#: A watershed core must lie deeper than this many dies inside its component.
+_CORE_DEPTH = 2.0
 
 
 def _split_touching(component: np.ndarray) -> list[np.ndarray]:
@@ -88,7 +99,9 @@ def _split_touching(component: np.ndarray) -> list[np.ndarray]:
     if component.sum() < 12:
         return [component]
     distance = ndi.distance_transform_edt(component)
-    peaks = peak_local_max(distance, min_distance=3, threshold_abs=2.0, labels=component)
+    if distance.max() <= _CORE_DEPTH:
+        return [component]  # thin (a scratch, a ring): no core, so nothing to split
+    peaks = peak_local_max(distance, min_distance=3, threshold_abs=_CORE_DEPTH, labels=component)
     if len(peaks) < 2:
         return [component]
     markers = np.zeros(component.shape, dtype=np.int32)
@@ -102,7 +115,7 @@ def _describe(
     component: np.ndarray, pattern: str, count: int, total: int, frame: WaferFrame
 ) -> dict[str, Any]:
     rows, cols = np.nonzero(component)
-    row_c, col_c = float(rows.mean()), float(cols.mean())
+    row_c, col_c = float(rows.sum()) / count, float(cols.sum()) / count
     x_mm, y_mm = frame.to_mm(row_c, col_c)
     contours, _ = cv2.findContours(
         component.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
@@ -111,7 +124,7 @@ def _describe(
     # Perimeter of the die squares, not of the centre points: pad by one die.
     perimeter = float(cv2.arcLength(outline, True)) + 4.0
     compactness = min(1.0, 4 * math.pi * count / perimeter**2)
-    polygon = [[float(p[0][1]), float(p[0][0])] for p in outline]
+    polygon = outline[:, 0, ::-1].astype(float).tolist()  # (x, y) points -> [row, col]
     return {
         "pattern": pattern,
         "die_count": count,
