@@ -2,9 +2,12 @@
 
 Per micro-batch: decode and validate every event (poison goes to the DLQ),
 run the ONNX model once over the batch (maps grouped by resolution bucket
-inside :class:`ml.serving.WaferModel`), store each die-level mask losslessly
-in the object store, write wafers/results/clusters to PostgreSQL in one
-idempotent transaction, then publish one wafer-segmented event per wafer.
+inside :class:`ml.serving.WaferModel`) and find the clusters, store each
+die-level mask losslessly in the object store, write wafers/results/clusters
+to PostgreSQL in one idempotent transaction, then publish one
+wafer-segmented event per wafer. The model run is the loop's *prepare*
+step: it runs for the next batch (onnxruntime, without the GIL) while this
+batch's clusters are found and its results written.
 The loop flushes the producer before storing offsets, so a result is never
 committed without its event, and a replay re-creates identical event ids
 (derived from source event and model version) that downstream sinks ignore.
@@ -15,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,7 +35,7 @@ from infra.kafka.consumer import ConsumerService, Decoded
 from infra.kafka.producer import EventProducer
 from infra.objectstore import ObjectStore, object_key
 from infra.settings import Settings
-from ml.serving import WaferModel, WaferPrediction
+from ml.serving import WaferPrediction
 from schemas.diemap import decode_die_map
 from schemas.errors import InvalidEvent
 from schemas.ids import validate_id
@@ -45,11 +48,30 @@ _RESULT_NAMESPACE = uuid.UUID("0d7f54c2-3b8e-4a51-b4a2-6f1d9c0e8b33")
 
 
 @dataclass(frozen=True)
+class ModelOutput:
+    """The model's prediction for one wafer, with the version and time that produced it."""
+
+    version: str
+    prediction: WaferPrediction
+    inference_ms: float
+
+
+@dataclass(frozen=True)
+class SegmentedWafer:
+    """What the model made of one wafer: its wafer-segmented event and its mask."""
+
+    event: dict[str, Any]
+    mask_key: str
+    mask_png: bytes
+
+
+@dataclass(frozen=True)
 class WaferInput:
-    """A validated wafer-complete event and its decoded die grid."""
+    """A validated wafer-complete event, its decoded die grid and, once prepared, the model's output."""
 
     event: dict[str, Any]
     dies: np.ndarray
+    output: ModelOutput | None = None
 
 
 def result_event_id(source_event_id: str, model_version: str) -> str:
@@ -85,6 +107,7 @@ class InferenceWorker:
             group_id=f"{self.settings.topic_prefix}waferstream-{name}",
             topics=[self.settings.topic(spec.name)],
             decode=self.decode,
+            prepare=self.prepare,
             process=self.process,
         )
 
@@ -96,44 +119,58 @@ class InferenceWorker:
             raise InvalidEvent("end_time is before start_time")
         return WaferInput(event, decode_die_map(event["die_map"]))
 
-    async def process(self, batch: list[Decoded[WaferInput]]) -> None:
-        # The model is looked up once per batch (per requested version): a hot
-        # swap takes effect between batches, never inside one.
-        by_model: dict[str | None, list[WaferInput]] = {}
-        for item in batch:
-            by_model.setdefault(item.value.event["requested_model"], []).append(item.value)
-        pairs: list[tuple[dict[str, Any], dict[str, Any]]] = []
-        masks: list[tuple[str, bytes]] = []
-        for requested, inputs in by_model.items():
-            model = self.models.get(requested)
-            segmented = await asyncio.to_thread(self._segment, model, inputs)
-            pairs += [(w.event, s) for w, (s, _) in zip(inputs, segmented, strict=True)]
-            masks += [mask for _, mask in segmented]
-        # Masks are written concurrently (an S3 PUT is a network round trip each),
-        # and all of them before any row or event can reference them.
-        await asyncio.gather(*(
-            asyncio.to_thread(self.store.put, key, png, "image/png") for key, png in masks
-        ))
-        await write_results(self.pool, pairs)
-        for _, event in pairs:
-            self.producer.send(WAFER_SEGMENTED, event["lot_id"], event)
-
-    def _segment(
-        self, model: WaferModel, inputs: list[WaferInput]
-    ) -> list[tuple[dict[str, Any], tuple[str, bytes]]]:
-        """Per wafer: the wafer-segmented event and its mask (object key, PNG bytes)."""
-        started = time.perf_counter()
-        predictions = model.predict([w.dies for w in inputs], self.settings.model.mc_samples)
-        per_wafer_ms = (time.perf_counter() - started) * 1000 / len(inputs)
+    def prepare(self, batch: list[Decoded[WaferInput]]) -> list[Decoded[WaferInput]]:
+        """Run the model over the batch ahead of :meth:`process` (the loop runs this in a thread)."""
+        outputs = self._predict_all([item.value for item in batch])
         return [
-            self._segmented(model.version, w, p, per_wafer_ms)
-            for w, p in zip(inputs, predictions, strict=True)
+            Decoded(item.msg, replace(item.value, output=output))
+            for item, output in zip(batch, outputs, strict=True)
         ]
 
-    def _segmented(
-        self, version: str, wafer: WaferInput, pred: WaferPrediction, ms: float
-    ) -> tuple[dict[str, Any], tuple[str, bytes]]:
-        event = wafer.event
+    async def process(self, batch: list[Decoded[WaferInput]]) -> None:
+        inputs = [item.value for item in batch]
+        segmented = await asyncio.to_thread(self._segment_all, inputs)
+        # All masks are stored before any row or event can reference them.
+        await asyncio.to_thread(
+            self.store.put_many, [(s.mask_key, s.mask_png) for s in segmented], "image/png"
+        )
+        pairs = [(w.event, s.event) for w, s in zip(inputs, segmented, strict=True)]
+        await write_results(self.pool, pairs)
+        for s in segmented:
+            self.producer.send(WAFER_SEGMENTED, s.event["lot_id"], s.event)
+
+    def _segment_all(self, inputs: list[WaferInput]) -> list[SegmentedWafer]:
+        """Clusters, mask and event per wafer; the model runs here if prepare was skipped."""
+        outputs = [w.output for w in inputs if w.output is not None]
+        if len(outputs) < len(inputs):
+            outputs = self._predict_all(inputs)
+        return [self._segmented(w, o) for w, o in zip(inputs, outputs, strict=True)]
+
+    def _predict_all(self, inputs: list[WaferInput]) -> list[ModelOutput]:
+        """The model's output per wafer, in input order, from the model its event asks for.
+
+        The model is looked up once per batch (per requested version): a hot
+        swap takes effect between batches, never inside one.
+        """
+        by_model: dict[str | None, list[int]] = {}
+        for index, wafer in enumerate(inputs):
+            by_model.setdefault(wafer.event["requested_model"], []).append(index)
+        outputs: dict[int, ModelOutput] = {}
+        for requested, indices in by_model.items():
+            model = self.models.get(requested)
+            started = time.perf_counter()
+            predictions = model.predict(
+                [inputs[i].dies for i in indices], self.settings.model.mc_samples
+            )
+            per_wafer_ms = (time.perf_counter() - started) * 1000 / len(indices)
+            outputs.update(
+                (i, ModelOutput(model.version, p, per_wafer_ms))
+                for i, p in zip(indices, predictions, strict=True)
+            )
+        return [outputs[i] for i in range(len(inputs))]
+
+    def _segmented(self, wafer: WaferInput, output: ModelOutput) -> SegmentedWafer:
+        event, pred, version = wafer.event, output.prediction, output.version
         frame = WaferFrame.from_event(wafer.dies, event["geometry"])
         clusters = find_clusters(
             pred.die_labels, wafer.dies, frame, self.settings.model.min_cluster_dies
@@ -145,7 +182,7 @@ class InferenceWorker:
             "masks", event["lot_id"], event["wafer_id"], event["event_id"],
             filename=f"{_safe(version)}.png",
         )
-        return {
+        return SegmentedWafer({
             "event_id": result_event_id(event["event_id"], version),
             "schema_version": 1,
             "occurred_at": datetime.now(UTC),
@@ -168,9 +205,9 @@ class InferenceWorker:
             "margin": float(pred.margin),
             "bald": pred.bald,
             "embedding": [float(x) for x in pred.embedding],
-            "inference_ms": round(ms, 3),
+            "inference_ms": round(output.inference_ms, 3),
             "lane": event["lane"],
-        }, (key, png.tobytes())
+        }, key, png.tobytes())
 
 
 def _safe(version: str) -> str:

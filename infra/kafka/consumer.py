@@ -1,12 +1,21 @@
 """The at-least-once micro-batch loop every confluent-kafka service runs.
 
-``while running: poll a batch (N records or T ms) -> decode -> process ->
-flush produced records -> store offsets``; librdkafka commits the stored
-offsets every ``commit_interval_s``, on partition revocation and on close.
-An offset is stored only after its record was fully processed (its results
-written and every produced record acknowledged), so a crash at any point
-replays at most the uncommitted tail, and idempotent sinks make the replay
-harmless.
+``while running: poll a batch (N records or T ms) -> decode -> prepare ->
+process -> flush produced records -> store offsets``; librdkafka commits the
+stored offsets every ``commit_interval_s``, on partition revocation and on
+close. An offset is stored only after its record was fully processed (its
+results written and every produced record acknowledged), so a crash at any
+point replays at most the uncommitted tail, and idempotent sinks make the
+replay harmless.
+
+Two batches overlap: while batch *k* is processed, flushed and committed (a
+task, mostly waiting on the database and the broker), the loop already polls,
+decodes and prepares batch *k+1* (the service's CPU-bound, side-effect-free
+step, e.g. the model run, in a worker thread). ``process`` calls never
+overlap and complete in poll order, so sinks see batches in order and stored
+offsets only ever move forward over fully processed records. On a 2-core
+machine this lets the model use one core while the write path uses the other,
+instead of the two taking turns.
 
 Failure policy, decided by an injectable classifier (:mod:`infra.errors`):
 
@@ -32,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import structlog
-from confluent_kafka import Consumer, KafkaError, Message
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from infra.errors import ErrorClassifier, default_classifier
 from infra.kafka.dlq import send_to_dead_letter
@@ -74,6 +83,14 @@ class ConsumerService(Generic[T]):
     ``process`` handles a whole batch and must be idempotent; it may produce
     records with the loop's producer (they are flushed before offsets are
     stored). It raises a dependency error to request a retry of the batch.
+
+    ``prepare`` (optional) is the batch's CPU-bound part without side
+    effects. The loop runs it in a worker thread while the previous batch is
+    still being processed, and hands its result to ``process``. It may be
+    skipped: if it raises, ``process`` gets the batch as decoded, and
+    ``process`` must handle such a batch (or one record of it, when poison is
+    isolated) on its own, so that its error handling alone decides between
+    poison and outage.
     """
 
     name: str
@@ -81,6 +98,7 @@ class ConsumerService(Generic[T]):
     topics: Sequence[str]
     decode: Callable[[Message], T]
     process: Callable[[list[Decoded[T]]], Awaitable[None]]
+    prepare: Callable[[list[Decoded[T]]], list[Decoded[T]]] | None = None
     classify: ErrorClassifier = default_classifier
     consumer_overrides: dict[str, Any] = field(default_factory=dict)
 
@@ -117,6 +135,8 @@ class ConsumerLoop(Generic[T]):
         self._backoff = settings.retry
         self.processed = 0
         self.dead_lettered = 0
+        self._in_flight = 0
+        self._paused = False
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -137,15 +157,25 @@ class ConsumerLoop(Generic[T]):
         self._consumer.subscribe(list(self.service.topics))
         log.info("consumer started", service=self.service.name, topics=list(self.service.topics))
         last_lag = 0.0
+        completing: asyncio.Task[None] | None = None  # the previous batch's process..commit
         try:
             while self._running:
                 batch = await asyncio.to_thread(self._poll_batch)
                 if batch:
-                    await self._handle_batch(batch)
+                    started = time.perf_counter()
+                    decoded = await self._decode_batch(batch)
+                    if decoded is None:
+                        break  # stopped during an outage: the batch stays uncommitted
+                    decoded = await self._prepare(decoded)
+                    if completing is not None:
+                        await completing
+                    completing = asyncio.create_task(self._complete(batch, decoded, started))
                 if time.monotonic() - last_lag > 5:
                     self._report_lag()
                     last_lag = time.monotonic()
         finally:
+            if completing is not None:
+                await completing
             await asyncio.to_thread(self._close)
 
     def _close(self) -> None:
@@ -196,29 +226,61 @@ class ConsumerLoop(Generic[T]):
             usable.append(msg)
         return usable
 
-    async def _handle_batch(self, batch: list[Message]) -> None:
+    async def _decode_batch(self, batch: list[Message]) -> list[Decoded[T]] | None:
+        """The batch's decodable records (poison dead-lettered); None if stopped meanwhile."""
         service = self.service.name
-        IN_FLIGHT.labels(service).set(len(batch))
+        self._in_flight += len(batch)
+        IN_FLIGHT.labels(service).set(self._in_flight)
         BATCH_SIZE.labels(service).observe(len(batch))
-        started = time.perf_counter()
         decoded: list[Decoded[T]] = []
         for msg in batch:
             MESSAGES_CONSUMED.labels(service, msg.topic()).inc()
             with bind_correlation(**_correlation(msg)):
                 value = await self._decode_with_retry(msg)
             if value is _STOPPED:
-                return
+                return None
             if value is not _POISON:
                 decoded.append(Decoded(msg, value))
+        return decoded
+
+    async def _prepare(self, decoded: list[Decoded[T]]) -> list[Decoded[T]]:
+        """The service's prepare step in a worker thread; the decoded batch if it fails."""
+        if self.service.prepare is None or not decoded:
+            return decoded
+        try:
+            return await asyncio.to_thread(self.service.prepare, decoded)
+        except Exception as exc:  # noqa: BLE001 - process decides: poison or outage
+            log.info("prepare failed, processing the batch as decoded", error=str(exc))
+            return decoded
+
+    async def _complete(self, batch: list[Message], decoded: list[Decoded[T]], started: float) -> None:
+        """Process, flush, store offsets: the in-order part of a batch."""
         if decoded and not await self._process_with_retry(decoded):
             return  # stopped during an outage: abandon the batch uncommitted
         if not await self._flush_with_retry():
             return
-        for msg in batch:
-            self._consumer.store_offsets(message=msg)
+        self._store_offsets(batch)
         self.processed += len(decoded)
-        IN_FLIGHT.labels(service).set(0)
-        PROCESSING_SECONDS.labels(service).observe(time.perf_counter() - started)
+        self._in_flight -= len(batch)
+        IN_FLIGHT.labels(self.service.name).set(self._in_flight)
+        PROCESSING_SECONDS.labels(self.service.name).observe(time.perf_counter() - started)
+
+    def _store_offsets(self, batch: list[Message]) -> None:
+        """Store the next offset to read of every partition in the batch.
+
+        The next batch is polled while this one completes, so a rebalance can
+        take a partition away in between; its offset is then not stored, and
+        the new owner replays the batch from the last commit (idempotent sinks).
+        """
+        next_offsets: dict[tuple[str, int], int] = {}
+        for msg in batch:
+            next_offsets[(msg.topic(), msg.partition())] = msg.offset() + 1
+        try:
+            self._consumer.store_offsets(
+                offsets=[TopicPartition(t, p, o) for (t, p), o in next_offsets.items()]
+            )
+        except KafkaException as exc:
+            log.warning("offsets not stored, partition reassigned meanwhile", error=str(exc))
 
     async def _decode_with_retry(self, msg: Message) -> Any:
         """Decode one record: poison is dead-lettered, an outage (registry) is retried."""
@@ -290,6 +352,7 @@ class ConsumerLoop(Generic[T]):
         assignment = self._consumer.assignment()
         if assignment:
             self._consumer.pause(assignment)
+        self._paused = True
         PAUSED.labels(self.service.name).set(1)
         delay = min(
             self._backoff.max_s,
@@ -307,9 +370,13 @@ class ConsumerLoop(Generic[T]):
         return self._running
 
     def _resume(self) -> None:
+        """Resume after an outage; a no-op otherwise (it runs after every batch)."""
+        if not self._paused:
+            return
         assignment = self._consumer.assignment()
         if assignment:
             self._consumer.resume(assignment)
+        self._paused = False
         PAUSED.labels(self.service.name).set(0)
 
     def _dead_letter(self, msg: Message, exc: BaseException) -> None:

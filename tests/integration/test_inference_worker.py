@@ -70,7 +70,8 @@ def test_sigkill_mid_batch_then_restart_gives_every_result_exactly_once(settings
     settings = settings.model_copy(update={"kafka": settings.kafka.model_copy(
         update={"batch_max_messages": 4, "commit_interval_s": 0.5})})
     ensure_topics(settings)
-    events = wafer_events(80, seed=21)
+    # Enough wafers that the kill lands mid-stream on a fast machine (80 did not).
+    events = wafer_events(400, seed=21)
     _publish(settings, events)
     dsn = settings.postgres.url.get_secret_value()
     worker = spawn_service(settings, "run", "inference")
