@@ -174,9 +174,11 @@ class ConsumerLoop(Generic[T]):
                     self._report_lag()
                     last_lag = time.monotonic()
         finally:
-            if completing is not None:
-                await completing
-            await asyncio.to_thread(self._close)
+            try:
+                if completing is not None:
+                    await completing  # finish the batch in hand before leaving the group
+            finally:
+                await asyncio.to_thread(self._close)
 
     def _close(self) -> None:
         try:
