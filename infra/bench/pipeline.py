@@ -31,7 +31,6 @@ import numpy as np
 
 from infra.kafka.producer import EventProducer
 from infra.local_pipeline import PIPELINE, LocalPipeline
-from infra.settings import Settings
 from ml.serving import DEFAULT_MODEL_PATH, WaferModel
 from producers.simulator import FabSimulator, SimulatedWafer, SimulationConfig
 from schemas.topics import WAFER_TEST_COMPLETED
@@ -96,9 +95,14 @@ def measure_baseline(model: WaferModel, maps: list[np.ndarray], batch: int) -> f
     return len(maps) / (time.perf_counter() - started)
 
 
-def _publish(settings: Settings, wafers: list[SimulatedWafer], rate: float) -> dict[str, float]:
-    """Publish (paced if ``rate`` > 0); returns publish wall time per event id."""
-    producer = EventProducer(settings, **{"linger.ms": 0})
+def _publish(producer: EventProducer, wafers: list[SimulatedWafer], rate: float) -> dict[str, float]:
+    """Publish (paced if ``rate`` > 0); returns publish wall time per event id.
+
+    One producer serves every phase, connected by the warm-up: a fresh one
+    would charge its broker connection to the first wafer of a phase (it
+    made the slowest lone wafer ~500 ms), and an ATE host's publisher is a
+    long-lived process anyway.
+    """
     sent: dict[str, float] = {}
     started = time.monotonic()
     for n, wafer in enumerate(wafers):
@@ -154,7 +158,8 @@ def run_bench(
         burst = _wafers(wafers, 101, max_side)
         paced = _wafers(wafers, 102, max_side)
         maps = [w.dies for w in burst]
-        _publish(settings, warm, 0)  # services join their groups and warm up
+        producer = EventProducer(settings, **{"linger.ms": 0})
+        _publish(producer, warm, 0)  # services join their groups and warm up
         pipe.wait_for(DONE_QUERY, len(warm), 180)
         # The baseline is taken three times (before, between and after the
         # pipeline phases, services idle; not during their start-up, which
@@ -162,21 +167,22 @@ def run_bench(
         # machine varied by +-15 %, more than the effects being measured.
         baselines = [measure_baseline(model, maps, batch)]
         started = time.time()
-        _publish(settings, burst, 0)
+        _publish(producer, burst, 0)
         finished = pipe.wait_for(DONE_QUERY, len(warm) + wafers, 600)
         pipeline = wafers / (finished - started)
         sustained = _sustained_rate(pipe, [w.event["event_id"] for w in burst])
         baselines.append(measure_baseline(model, maps, batch))
         half = pipeline / 2
-        sent = _publish(settings, paced, half)
+        sent = _publish(producer, paced, half)
         pipe.wait_for(DONE_QUERY, len(warm) + 2 * wafers, 600)
         time.sleep(1.0)  # let the notifier finish deciding on the last wafers
         to_assessed, to_alert = _to_assessed_ms(pipe, sent), _to_alert_ms(pipe, sent)
         baselines.append(measure_baseline(model, maps, batch))
         lone = _wafers(LONE_WAFERS, 104, max_side)
-        lone_sent = _publish(settings, lone, LONE_RATE)
+        lone_sent = _publish(producer, lone, LONE_RATE)
         pipe.wait_for(DONE_QUERY, len(warm) + 2 * wafers + len(lone), 120)
         lone_assessed = _to_assessed_ms(pipe, lone_sent)
+        producer.close()
     baseline = float(np.median(baselines))
     result = BenchResult(
         wafers=wafers, inference_processes=inference_processes, max_side=max_side, batch_size=batch, model_version=model.version,
