@@ -13,7 +13,15 @@ from ml.buckets import IN_CHANNELS
 from ml.synth import generate
 from ml.training.batches import build_augment, iter_batches
 from ml.training.model import WaferNet
-from ml.training.train import Losses, load_checkpoint, seed_everything, synth_samples, train
+from ml.training.train import (
+    Losses,
+    TrainConfig,
+    load_checkpoint,
+    seed_everything,
+    should_stop,
+    synth_samples,
+    train,
+)
 
 
 def test_a_few_steps_lower_the_loss(tiny_config) -> None:  # type: ignore[no-untyped-def]
@@ -33,6 +41,14 @@ def test_a_few_steps_lower_the_loss(tiny_config) -> None:  # type: ignore[no-unt
         opt.step()
         history.append(loss.item())
     assert history[-1] < 0.8 * history[0]
+
+
+def test_early_stopping_waits_for_the_decayed_part_of_the_schedule() -> None:
+    cfg = TrainConfig(patience=6, early_stop_from=0.75)
+    assert not should_stop(12, 0.5, cfg)  # a plateau at the high rate: keep going
+    assert not should_stop(5, 0.9, cfg)  # still within patience
+    assert should_stop(6, 0.75, cfg)
+    assert should_stop(6, 0.9, TrainConfig(patience=6, early_stop_from=0.0)) is True
 
 
 def test_augmented_batches_keep_masks_on_fails() -> None:
