@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -137,6 +138,8 @@ class ConsumerLoop(Generic[T]):
         self.dead_lettered = 0
         self._in_flight = 0
         self._paused = False
+        self._done_lock = threading.Lock()
+        self._done_offsets: dict[tuple[str, int], int] = {}  # next offset per processed partition
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -184,6 +187,7 @@ class ConsumerLoop(Generic[T]):
         try:
             self.producer.flush(10)
         finally:
+            self._store_done_offsets()
             self._consumer.close()  # commits stored offsets and leaves the group
         log.info(
             "consumer stopped",
@@ -203,6 +207,7 @@ class ConsumerLoop(Generic[T]):
         waits at most T ms for company instead of the whole poll timeout.
         """
         kafka = self.settings.kafka
+        self._store_done_offsets()
         batch = self._usable(self._consumer.consume(1, 0.5))
         if not batch:
             return batch
@@ -261,25 +266,40 @@ class ConsumerLoop(Generic[T]):
             return  # stopped during an outage: abandon the batch uncommitted
         if not await self._flush_with_retry():
             return
-        self._store_offsets(batch)
+        self._mark_done(batch)
         self.processed += len(decoded)
         self._in_flight -= len(batch)
         IN_FLIGHT.labels(self.service.name).set(self._in_flight)
         PROCESSING_SECONDS.labels(self.service.name).observe(time.perf_counter() - started)
 
-    def _store_offsets(self, batch: list[Message]) -> None:
-        """Store the next offset to read of every partition in the batch.
+    def _mark_done(self, batch: list[Message]) -> None:
+        """Queue the next offset to read of every partition in the batch for storing.
+
+        The offsets are handed to librdkafka by the thread that polls, just
+        before its next poll (:meth:`_store_done_offsets`), not here on the
+        event loop: confluent-kafka serialises calls on one consumer, so a
+        ``store_offsets`` issued while the poll thread waits in ``consume``
+        sleeps until that poll returns (up to 0.5 s when idle), and the whole
+        event loop with it.
+        """
+        with self._done_lock:
+            for msg in batch:
+                self._done_offsets[(msg.topic(), msg.partition())] = msg.offset() + 1
+
+    def _store_done_offsets(self) -> None:
+        """Store the queued offsets (librdkafka commits them on its interval, revocation and close).
 
         The next batch is polled while this one completes, so a rebalance can
         take a partition away in between; its offset is then not stored, and
         the new owner replays the batch from the last commit (idempotent sinks).
         """
-        next_offsets: dict[tuple[str, int], int] = {}
-        for msg in batch:
-            next_offsets[(msg.topic(), msg.partition())] = msg.offset() + 1
+        with self._done_lock:
+            done, self._done_offsets = self._done_offsets, {}
+        if not done:
+            return
         try:
             self._consumer.store_offsets(
-                offsets=[TopicPartition(t, p, o) for (t, p), o in next_offsets.items()]
+                offsets=[TopicPartition(t, p, o) for (t, p), o in done.items()]
             )
         except KafkaException as exc:
             log.warning("offsets not stored, partition reassigned meanwhile", error=str(exc))

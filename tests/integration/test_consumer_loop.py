@@ -1,14 +1,16 @@
 """The consumer loop's two-batch overlap, on the real broker.
 
 Batch *k+1* is decoded and prepared while batch *k* is still being
-processed; ``process`` calls stay sequential and in poll order, and offsets
-are committed only over processed records.
+processed; ``process`` calls stay sequential and in poll order, offsets
+are committed only over processed records, and storing them never stalls
+the event loop behind the next poll.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable
 
 from confluent_kafka import Consumer, Message, TopicPartition
@@ -124,6 +126,59 @@ def test_a_failing_prepare_hands_process_the_batch_as_decoded(settings: Settings
     assert {v if v < 100 else v // 100 for v in processed} == set(range(RECORDS))
     assert loop.dead_lettered == 0
     assert _committed(settings, group, topic) == RECORDS
+
+
+def test_storing_offsets_does_not_stall_the_event_loop_behind_an_idle_poll(settings: Settings) -> None:
+    """Records arrive one at a time, so each batch completes while the next poll waits.
+
+    confluent-kafka serialises calls on one consumer: an offset store issued
+    from the event loop during that wait would hold the loop until the poll
+    gives up (0.5 s when idle). The loop must keep ticking meanwhile.
+    """
+    ensure_topics(settings)
+    topic = settings.topic(WAFER_TEST_COMPLETED.name)
+    trickled = 4
+    processed: list[int] = []
+    gaps: list[float] = []
+
+    async def process(batch: list[Decoded[int]]) -> None:
+        processed.extend(d.value for d in batch)
+
+    def trickle() -> None:
+        producer = EventProducer(settings)
+        for n in range(trickled):
+            time.sleep(0.7)
+            producer.send_raw(topic, b"one-partition", str(n).encode())
+            producer.flush()
+
+    group = f"{settings.topic_prefix}loop-store"
+    service = ConsumerService(name="loop-test", group_id=group, topics=[topic],
+                              decode=_decode, process=process)
+    loop = ConsumerLoop(settings, service, EventProducer(settings))
+
+    async def main() -> None:
+        task = asyncio.create_task(loop.run())
+        publisher = asyncio.create_task(asyncio.to_thread(trickle))
+        last = time.monotonic()
+        deadline = last + 60
+        while time.monotonic() < deadline and not task.done():
+            await asyncio.sleep(0.01)
+            now = time.monotonic()
+            if processed:  # the group has joined and records flow
+                gaps.append(now - last)
+            last = now
+            if len(processed) == trickled and publisher.done():
+                await asyncio.sleep(1.0)  # idle polls after the last batch
+                break
+        loop.stop()
+        await task
+        await publisher
+
+    asyncio.run(main())
+
+    assert processed == list(range(trickled))
+    assert max(gaps) < 0.3, f"the event loop stalled for {max(gaps):.3f} s"
+    assert _committed(settings, group, topic) == trickled
 
 
 def _decode(msg: Message) -> int:
