@@ -22,6 +22,11 @@ class WebhookInbox:
         inbox = self
 
         class Handler(BaseHTTPRequestHandler):
+            # HTTP/1.1 keeps the notifier's connection open between alerts, as a
+            # real webhook endpoint does; http.server's default (1.0) closed it
+            # after every alert, so each one paid a TCP connect in the notifier.
+            protocol_version = "HTTP/1.1"
+
             def do_POST(self) -> None:  # noqa: N802 - http.server API
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 with inbox._lock:
@@ -29,6 +34,7 @@ class WebhookInbox:
                     with open(inbox.path, "ab") as out:
                         out.write(body.replace(b"\n", b" ") + b"\n")
                 self.send_response(200)
+                self.send_header("Content-Length", "0")
                 self.end_headers()
 
             def log_message(self, *args: object) -> None:
