@@ -15,7 +15,10 @@ step, e.g. the model run, in a worker thread). ``process`` calls never
 overlap and complete in poll order, so sinks see batches in order and stored
 offsets only ever move forward over fully processed records. On a 2-core
 machine this lets the model use one core while the write path uses the other,
-instead of the two taking turns.
+instead of the two taking turns. Processed offsets are queued and stored by
+the polling thread (see :meth:`ConsumerLoop._mark_done`): confluent-kafka
+serialises calls on one consumer, so a store from the event loop would wait
+for the poll in progress.
 
 Failure policy, decided by an injectable classifier (:mod:`infra.errors`):
 
