@@ -22,6 +22,7 @@ Phases:
 from __future__ import annotations
 
 import json
+from contextlib import closing
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -158,31 +159,31 @@ def run_bench(
         burst = _wafers(wafers, 101, max_side)
         paced = _wafers(wafers, 102, max_side)
         maps = [w.dies for w in burst]
-        producer = EventProducer(settings, **{"linger.ms": 0})
-        _publish(producer, warm, 0)  # services join their groups and warm up
-        pipe.wait_for(DONE_QUERY, len(warm), 180)
-        # The baseline is taken three times (before, between and after the
-        # pipeline phases, services idle; not during their start-up, which
-        # reads low) and the median is used: single runs on the shared 2-core
-        # machine varied by +-15 %, more than the effects being measured.
-        baselines = [measure_baseline(model, maps, batch)]
-        started = time.time()
-        _publish(producer, burst, 0)
-        finished = pipe.wait_for(DONE_QUERY, len(warm) + wafers, 600)
-        pipeline = wafers / (finished - started)
-        sustained = _sustained_rate(pipe, [w.event["event_id"] for w in burst])
-        baselines.append(measure_baseline(model, maps, batch))
-        half = pipeline / 2
-        sent = _publish(producer, paced, half)
-        pipe.wait_for(DONE_QUERY, len(warm) + 2 * wafers, 600)
-        time.sleep(1.0)  # let the notifier finish deciding on the last wafers
-        to_assessed, to_alert = _to_assessed_ms(pipe, sent), _to_alert_ms(pipe, sent)
-        baselines.append(measure_baseline(model, maps, batch))
-        lone = _wafers(LONE_WAFERS, 104, max_side)
-        lone_sent = _publish(producer, lone, LONE_RATE)
-        pipe.wait_for(DONE_QUERY, len(warm) + 2 * wafers + len(lone), 120)
-        lone_assessed = _to_assessed_ms(pipe, lone_sent)
-        producer.close()
+        # closing(): the producer is closed even when a phase times out.
+        with closing(EventProducer(settings, **{"linger.ms": 0})) as producer:
+            _publish(producer, warm, 0)  # services join their groups and warm up
+            pipe.wait_for(DONE_QUERY, len(warm), 180)
+            # The baseline is taken three times (before, between and after the
+            # pipeline phases, services idle; not during their start-up, which
+            # reads low) and the median is used: single runs on the shared 2-core
+            # machine varied by +-15 %, more than the effects being measured.
+            baselines = [measure_baseline(model, maps, batch)]
+            started = time.time()
+            _publish(producer, burst, 0)
+            finished = pipe.wait_for(DONE_QUERY, len(warm) + wafers, 600)
+            pipeline = wafers / (finished - started)
+            sustained = _sustained_rate(pipe, [w.event["event_id"] for w in burst])
+            baselines.append(measure_baseline(model, maps, batch))
+            half = pipeline / 2
+            sent = _publish(producer, paced, half)
+            pipe.wait_for(DONE_QUERY, len(warm) + 2 * wafers, 600)
+            time.sleep(1.0)  # let the notifier finish deciding on the last wafers
+            to_assessed, to_alert = _to_assessed_ms(pipe, sent), _to_alert_ms(pipe, sent)
+            baselines.append(measure_baseline(model, maps, batch))
+            lone = _wafers(LONE_WAFERS, 104, max_side)
+            lone_sent = _publish(producer, lone, LONE_RATE)
+            pipe.wait_for(DONE_QUERY, len(warm) + 2 * wafers + len(lone), 120)
+            lone_assessed = _to_assessed_ms(pipe, lone_sent)
     baseline = float(np.median(baselines))
     result = BenchResult(
         wafers=wafers, inference_processes=inference_processes, max_side=max_side, batch_size=batch, model_version=model.version,
