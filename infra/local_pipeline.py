@@ -56,7 +56,8 @@ class LocalPipeline:
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def __enter__(self) -> LocalPipeline:
-        Stack(Settings()).up()
+        self.stack = Stack(Settings())
+        self._embedded = set(self.stack.up())
         self.settings = Settings().with_embedded()
         if self.isolate_as is not None:
             self.settings = self._isolate(self.isolate_as)
@@ -111,6 +112,17 @@ class LocalPipeline:
 
     def _log(self, n: int, args: tuple[str, ...]) -> Path:
         return self.settings.data_dir / f"{self.tag}-{n}-{'-'.join(args)}.log"
+
+    def component_pids(self) -> dict[str, int]:
+        """Top process id per service (``inference``, ``inference-2``, ...) and embedded server."""
+        pids: dict[str, int] = {}
+        for args, proc in zip(self.services, self.procs, strict=True):
+            name, n = args[-1], 2
+            while name in pids:
+                name, n = f"{args[-1]}-{n}", n + 1
+            pids[name] = proc.pid
+        embedded = {k: v for k, v in self.stack.pids().items() if k in self._embedded}
+        return pids | embedded
 
     def check_alive(self) -> None:
         for n, (args, proc) in enumerate(zip(self.services, self.procs, strict=True)):

@@ -17,19 +17,27 @@ Phases:
    wafer-complete (broker timestamp of the published record) -> assessed row
    (``assessed_at``) and -> alert row for the wafers that alerted;
 4. lone wafers: 20 wafers one second apart, latency to the assessed row.
+
+Alongside, CPU accounting (:mod:`infra.bench.cpu`): the baseline's CPU per
+wafer, and each component's CPU per wafer during phase 2. The CPU figures
+are steadier than the wall-clock ratio on a shared machine and say where
+the time goes; ``model_share_of_cpu`` (baseline CPU / pipeline CPU per
+wafer) is what the ratio would be on one fully used core.
 """
 
 from __future__ import annotations
 
 import json
-from contextlib import closing
+import os
 import time
 import uuid
+from contextlib import closing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from infra.bench.cpu import CpuMeter
 from infra.kafka.producer import EventProducer
 from infra.local_pipeline import PIPELINE, LocalPipeline
 from ml.serving import DEFAULT_MODEL_PATH, WaferModel
@@ -81,19 +89,30 @@ class BenchResult:
     latency_to_assessed: Percentiles
     latency_to_alert: Percentiles
     lone_latency_to_assessed: Percentiles  # one wafer a second: the fab's usual pace
+    baseline_cpu_ms_per_wafer: float  # median over the baseline runs (this thread's CPU)
+    burst_cpu_ms_per_wafer: dict[str, float]  # phase 2, per component + total + outside
+    burst_busy_cores: float  # whole machine, phase 2
+    model_share_of_cpu: float  # baseline_cpu_ms_per_wafer / burst total
 
 
 def _wafers(n: int, seed: int, max_side: int) -> list[SimulatedWafer]:
     return list(FabSimulator(SimulationConfig(seed=seed, wafers=n, max_side=max_side)).wafers())
 
 
-def measure_baseline(model: WaferModel, maps: list[np.ndarray], batch: int) -> float:
-    """Wafers/s of onnxruntime alone, in the worker's micro-batch sizes."""
+@dataclass(frozen=True)
+class BaselineRun:
+    wafers_per_s: float
+    cpu_ms_per_wafer: float
+
+
+def measure_baseline(model: WaferModel, maps: list[np.ndarray], batch: int) -> BaselineRun:
+    """Wafers/s and CPU per wafer of onnxruntime alone, in the worker's micro-batch sizes."""
     model.predict(maps[:batch])  # warm-up
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.thread_time()
     for i in range(0, len(maps), batch):
         model.predict(maps[i : i + batch])
-    return len(maps) / (time.perf_counter() - started)
+    cpu_s = time.thread_time() - cpu_started  # one intra-op thread: the calling thread
+    return BaselineRun(len(maps) / (time.perf_counter() - started), cpu_s * 1000 / len(maps))
 
 
 def _publish(producer: EventProducer, wafers: list[SimulatedWafer], rate: float) -> dict[str, float]:
@@ -168,9 +187,12 @@ def run_bench(
             # reads low) and the median is used: single runs on the shared 2-core
             # machine varied by +-15 %, more than the effects being measured.
             baselines = [measure_baseline(model, maps, batch)]
+            meter = CpuMeter({"bench": os.getpid(), **pipe.component_pids()})
+            before = meter.snapshot()
             started = time.time()
             _publish(producer, burst, 0)
             finished = pipe.wait_for(DONE_QUERY, len(warm) + wafers, 600)
+            burst_cpu = CpuMeter.between(before, meter.snapshot())
             pipeline = wafers / (finished - started)
             sustained = _sustained_rate(pipe, [w.event["event_id"] for w in burst])
             baselines.append(measure_baseline(model, maps, batch))
@@ -184,11 +206,13 @@ def run_bench(
             lone_sent = _publish(producer, lone, LONE_RATE)
             pipe.wait_for(DONE_QUERY, len(warm) + 2 * wafers + len(lone), 120)
             lone_assessed = _to_assessed_ms(pipe, lone_sent)
-    baseline = float(np.median(baselines))
+    baseline = float(np.median([b.wafers_per_s for b in baselines]))
+    baseline_cpu_ms = float(np.median([b.cpu_ms_per_wafer for b in baselines]))
+    burst_ms = burst_cpu.per_item_ms(wafers)
     result = BenchResult(
         wafers=wafers, inference_processes=inference_processes, max_side=max_side, batch_size=batch, model_version=model.version,
         baseline_wafers_per_s=round(baseline, 1),
-        baseline_runs_wafers_per_s=[round(b, 1) for b in baselines],
+        baseline_runs_wafers_per_s=[round(b.wafers_per_s, 1) for b in baselines],
         pipeline_wafers_per_s=round(pipeline, 1),
         sustained_wafers_per_s=round(sustained, 1),
         sustained_ratio_to_baseline=round(sustained / baseline, 3),
@@ -197,6 +221,10 @@ def run_bench(
         latency_to_assessed=Percentiles.of(to_assessed),
         latency_to_alert=Percentiles.of(to_alert),
         lone_latency_to_assessed=Percentiles.of(lone_assessed),
+        baseline_cpu_ms_per_wafer=round(baseline_cpu_ms, 3),
+        burst_cpu_ms_per_wafer=burst_ms,
+        burst_busy_cores=round(burst_cpu.machine_busy_s / (finished - started), 2),
+        model_share_of_cpu=round(baseline_cpu_ms / burst_ms["total"], 3),
     )
     if out is not None:
         out.write_text(json.dumps(asdict(result), indent=2))

@@ -53,6 +53,10 @@ class Broker:
             raise RuntimeError(f"broker did not start; see {self.root / 'broker.log'}")
         return self.address
 
+    @property
+    def pid(self) -> int | None:
+        return pid_alive(self.pid_file)
+
     def healthy(self) -> bool:
         return pid_alive(self.pid_file) is not None and wait_for_port(self.port, 1)
 
@@ -114,6 +118,14 @@ class EmbeddedPostgres:
                 "start"], pgdata=self.pgdata, user=user, timeout=30)
         return self.url
 
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's pid (first line of ``postmaster.pid``) while it runs."""
+        try:
+            return int((self.pgdata / "postmaster.pid").read_text().splitlines()[0])
+        except (FileNotFoundError, PermissionError, IndexError, ValueError):
+            return None
+
     def healthy(self) -> bool:
         return (self.pgdata / "postmaster.pid").exists() and wait_for_port(self.port, 1)
 
@@ -161,6 +173,10 @@ class EmbeddedRedis:
         if not wait_for_port(self.port, 10):
             raise RuntimeError(f"redis did not start; see {self.root / 'redis.log'}")
         return self.url
+
+    @property
+    def pid(self) -> int | None:
+        return pid_alive(self.pid_file)
 
     def healthy(self) -> bool:
         if pid_alive(self.pid_file) is None:

@@ -70,6 +70,16 @@ class Stack:
         log.info("stack down", stopped=stopped)
         return stopped
 
+    def pids(self) -> dict[str, int]:
+        """Process ids of the embedded components that run now (for CPU accounting)."""
+        running = (
+            (name, component.pid)
+            for name, component in (
+                ("kafka", self.broker), ("postgres", self.postgres), ("redis", self.redis)
+            )
+        )
+        return {name: pid for name, pid in running if pid is not None}
+
     def status(self) -> list[ComponentStatus]:
         """Health of each component, embedded or configured."""
         state = json.loads(self.state_file.read_text()) if self.state_file.exists() else {}

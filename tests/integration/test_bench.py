@@ -1,0 +1,57 @@
+"""The README's benchmark command runs on its own stack and reports every figure it promises."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.servers import free_port
+
+
+def test_bench_pipeline_reports_throughput_latency_and_cpu_per_component(tmp_path: Path) -> None:
+    env = {
+        key: value for key, value in os.environ.items() if not key.startswith("WAFERSTREAM_")
+    }
+    env.update({
+        "WAFERSTREAM_DATA_DIR": str(tmp_path / "stack"),
+        "WAFERSTREAM_STACK__KAFKA_PORT": str(free_port()),
+        "WAFERSTREAM_STACK__POSTGRES_PORT": str(free_port()),
+        "WAFERSTREAM_STACK__REDIS_PORT": str(free_port()),
+    })
+    if os.environ.get("WAFERSTREAM_MODEL__PATH"):
+        env["WAFERSTREAM_MODEL__PATH"] = os.environ["WAFERSTREAM_MODEL__PATH"]
+    cli = [sys.executable, "-m", "infra"]
+    out = tmp_path / "bench.json"
+    try:
+        bench = subprocess.run(
+            [*cli, "bench", "pipeline", "--wafers", "128", "--json", str(out)],
+            env=env, capture_output=True, text=True, timeout=400,
+        )
+        assert bench.returncode == 0, bench.stdout[-3000:] + bench.stderr[-3000:]
+    finally:
+        subprocess.run([*cli, "stack", "down"], env=env, capture_output=True, text=True)
+    result = json.loads(out.read_text())
+    assert result["wafers"] == 128
+    assert len(result["baseline_runs_wafers_per_s"]) == 3
+    assert result["pipeline_wafers_per_s"] > 0
+    assert result["ratio_pipeline_to_baseline"] == round(
+        result["pipeline_wafers_per_s"] / result["baseline_wafers_per_s"], 3)
+    assert result["latency_to_assessed"]["count"] == 128
+    assert result["lone_latency_to_assessed"]["count"] == 20
+    assert 0 < result["latency_to_assessed"]["p50_ms"] <= result["latency_to_assessed"]["p99_ms"]
+
+    cpu = result["burst_cpu_ms_per_wafer"]
+    # Every service and every embedded server this run started is accounted for,
+    # and the model worker, which runs the model on every wafer, costs at least
+    # the model's own CPU per wafer.
+    assert {"bench", "inference", "severity", "alerts", "kafka", "postgres", "redis"} <= set(cpu)
+    assert cpu["inference"] >= 0.8 * result["baseline_cpu_ms_per_wafer"] > 0
+    assert cpu["severity"] > 0 and cpu["alerts"] > 0 and cpu["kafka"] > 0
+    components = sum(v for k, v in cpu.items() if k not in ("total", "outside"))
+    assert abs(cpu["total"] - components) < 0.01  # each figure is rounded on its own
+    assert result["model_share_of_cpu"] == round(
+        result["baseline_cpu_ms_per_wafer"] / cpu["total"], 3)
+    assert result["burst_busy_cores"] > 0
