@@ -37,8 +37,9 @@ def test_bench_pipeline_reports_throughput_latency_and_cpu_per_component(tmp_pat
     assert result["wafers"] == 128
     assert len(result["baseline_runs_wafers_per_s"]) == 3
     assert result["pipeline_wafers_per_s"] > 0
-    assert result["ratio_pipeline_to_baseline"] == round(
-        result["pipeline_wafers_per_s"] / result["baseline_wafers_per_s"], 3)
+    # Ratios are computed before rounding, the rates are reported rounded.
+    assert abs(result["ratio_pipeline_to_baseline"]
+               - result["pipeline_wafers_per_s"] / result["baseline_wafers_per_s"]) < 0.002
     assert result["latency_to_assessed"]["count"] == 128
     assert result["lone_latency_to_assessed"]["count"] == 20
     assert 0 < result["latency_to_assessed"]["p50_ms"] <= result["latency_to_assessed"]["p99_ms"]
@@ -52,6 +53,6 @@ def test_bench_pipeline_reports_throughput_latency_and_cpu_per_component(tmp_pat
     assert cpu["severity"] > 0 and cpu["alerts"] > 0 and cpu["kafka"] > 0
     components = sum(v for k, v in cpu.items() if k not in ("total", "outside"))
     assert abs(cpu["total"] - components) < 0.01  # each figure is rounded on its own
-    assert result["model_share_of_cpu"] == round(
-        result["baseline_cpu_ms_per_wafer"] / cpu["total"], 3)
+    assert abs(result["model_share_of_cpu"]
+               - result["baseline_cpu_ms_per_wafer"] / cpu["total"]) < 0.002
     assert result["burst_busy_cores"] > 0
