@@ -44,10 +44,16 @@ def _tree_seconds(root: psutil.Process, include_children: bool) -> float:
         return 0.0
 
 
-def _machine_busy_seconds() -> float:
-    """CPU seconds all cores spent on anything but idling (this process or any other)."""
+def _machine_seconds() -> tuple[float, float]:
+    """(busy, stolen) CPU seconds of all cores since boot.
+
+    Busy is any process or the kernel (guest time is already inside user
+    time); stolen is time the hypervisor gave our virtual CPUs to another
+    guest, the noisy neighbour that makes the same work take longer.
+    """
     t = psutil.cpu_times()
-    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+    busy = t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
+    return busy, getattr(t, "steal", 0.0)
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,7 @@ class CpuSnapshot:
 
     components: dict[str, float]
     machine_busy_s: float
+    machine_steal_s: float
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,7 @@ class CpuUsage:
 
     seconds: dict[str, float]  # per component
     machine_busy_s: float  # every process on the machine, ours or not
+    machine_steal_s: float = 0.0  # taken by the hypervisor for other guests
 
     def per_item_ms(self, items: int) -> dict[str, float]:
         """Milliseconds per item (wafer) per component, plus ``total`` and ``outside``.
@@ -96,10 +104,12 @@ class CpuMeter:
 
     def snapshot(self) -> CpuSnapshot:
         me = os.getpid()
+        busy, steal = _machine_seconds()
         return CpuSnapshot(
             {name: _tree_seconds(proc, include_children=proc.pid != me)
              for name, proc in self._roots.items()},
-            _machine_busy_seconds(),
+            busy,
+            steal,
         )
 
     @staticmethod
@@ -108,4 +118,5 @@ class CpuMeter:
             {name: max(0.0, end.components[name] - start.components.get(name, 0.0))
              for name in end.components},
             max(0.0, end.machine_busy_s - start.machine_busy_s),
+            max(0.0, end.machine_steal_s - start.machine_steal_s),
         )

@@ -92,6 +92,7 @@ class BenchResult:
     baseline_cpu_ms_per_wafer: float  # median over the baseline runs (this thread's CPU)
     burst_cpu_ms_per_wafer: dict[str, float]  # phase 2, per component + total + outside
     burst_busy_cores: float  # whole machine, phase 2
+    burst_steal_cores: float  # taken by the hypervisor for other guests, phase 2 (noise)
     model_share_of_cpu: float  # baseline_cpu_ms_per_wafer / burst total
 
 
@@ -224,6 +225,7 @@ def run_bench(
         baseline_cpu_ms_per_wafer=round(baseline_cpu_ms, 3),
         burst_cpu_ms_per_wafer=burst_ms,
         burst_busy_cores=round(burst_cpu.machine_busy_s / (finished - started), 2),
+        burst_steal_cores=round(burst_cpu.machine_steal_s / (finished - started), 3),
         model_share_of_cpu=round(baseline_cpu_ms / burst_ms["total"], 3),
     )
     if out is not None:

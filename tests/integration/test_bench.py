@@ -56,3 +56,4 @@ def test_bench_pipeline_reports_throughput_latency_and_cpu_per_component(tmp_pat
     assert abs(result["model_share_of_cpu"]
                - result["baseline_cpu_ms_per_wafer"] / cpu["total"]) < 0.002
     assert result["burst_busy_cores"] > 0
+    assert result["burst_steal_cores"] >= 0
