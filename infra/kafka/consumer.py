@@ -129,8 +129,8 @@ class ConsumerLoop(Generic[T]):
                 "auto.offset.reset": "earliest",
                 "session.timeout.ms": kafka.session_timeout_ms,
                 "max.poll.interval.ms": kafka.max_poll_interval_ms,
-                # The dev broker holds a fetch for the full wait even when data
-                # arrives, so this bounds the per-hop latency there.
+                # The dev broker may hold a fetch for the full wait even when data
+                # arrives, so this bounds the per-hop latency there (see settings).
                 "fetch.wait.max.ms": kafka.fetch_wait_max_ms,
                 "partition.assignment.strategy": "cooperative-sticky",
                 **service.consumer_overrides,
