@@ -9,7 +9,9 @@ works on a bare machine too. S3 is a local moto server.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +28,25 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def own_stack_cli(data_dir: Path) -> tuple[list[str], dict[str, str]]:
+    """The ``waferstream`` command line and an environment for a private embedded stack.
+
+    For tests that run the CLI as a user would: no inherited WAFERSTREAM_
+    setting (so nothing points at the test session's servers), free ports and
+    its own data directory; only an explicitly chosen model is kept.
+    """
+    env = {key: value for key, value in os.environ.items() if not key.startswith("WAFERSTREAM_")}
+    env.update({
+        "WAFERSTREAM_DATA_DIR": str(data_dir),
+        "WAFERSTREAM_STACK__KAFKA_PORT": str(free_port()),
+        "WAFERSTREAM_STACK__POSTGRES_PORT": str(free_port()),
+        "WAFERSTREAM_STACK__REDIS_PORT": str(free_port()),
+    })
+    if os.environ.get("WAFERSTREAM_MODEL__PATH"):
+        env["WAFERSTREAM_MODEL__PATH"] = os.environ["WAFERSTREAM_MODEL__PATH"]
+    return [sys.executable, "-m", "infra"], env
 
 
 def _answers(port: int) -> bool:

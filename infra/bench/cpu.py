@@ -71,7 +71,7 @@ class CpuUsage:
 
     seconds: dict[str, float]  # per component
     machine_busy_s: float  # every process on the machine, ours or not
-    machine_steal_s: float = 0.0  # taken by the hypervisor for other guests
+    machine_steal_s: float  # taken by the hypervisor for other guests
 
     def per_item_ms(self, items: int) -> dict[str, float]:
         """Milliseconds per item (wafer) per component, plus ``total`` and ``outside``.
@@ -80,7 +80,7 @@ class CpuUsage:
         (other tenants, the kernel): large values flag a noisy run.
         """
         measured = sum(self.seconds.values())
-        figures = {name: s for name, s in self.seconds.items()}
+        figures = dict(self.seconds)
         figures["total"] = measured
         figures["outside"] = max(0.0, self.machine_busy_s - measured)
         return {name: round(s * 1000 / items, 3) for name, s in figures.items()}
@@ -95,19 +95,19 @@ class CpuMeter:
     """
 
     def __init__(self, roots: Mapping[str, int]) -> None:
-        self._roots: dict[str, psutil.Process] = {}
+        me = os.getpid()
+        self._roots: dict[str, tuple[psutil.Process, bool]] = {}  # name -> (root, with children)
         for name, pid in roots.items():
             try:
-                self._roots[name] = psutil.Process(pid)
+                self._roots[name] = (psutil.Process(pid), pid != me)
             except psutil.NoSuchProcess:
                 continue  # a stale pid file: nothing to measure
 
     def snapshot(self) -> CpuSnapshot:
-        me = os.getpid()
         busy, steal = _machine_seconds()
         return CpuSnapshot(
-            {name: _tree_seconds(proc, include_children=proc.pid != me)
-             for name, proc in self._roots.items()},
+            {name: _tree_seconds(proc, with_children)
+             for name, (proc, with_children) in self._roots.items()},
             busy,
             steal,
         )

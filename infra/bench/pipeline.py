@@ -194,7 +194,8 @@ def run_bench(
             _publish(producer, burst, 0)
             finished = pipe.wait_for(DONE_QUERY, len(warm) + wafers, 600)
             burst_cpu = CpuMeter.between(before, meter.snapshot())
-            pipeline = wafers / (finished - started)
+            burst_s = finished - started
+            pipeline = wafers / burst_s
             sustained = _sustained_rate(pipe, [w.event["event_id"] for w in burst])
             baselines.append(measure_baseline(model, maps, batch))
             half = pipeline / 2
@@ -224,8 +225,8 @@ def run_bench(
         lone_latency_to_assessed=Percentiles.of(lone_assessed),
         baseline_cpu_ms_per_wafer=round(baseline_cpu_ms, 3),
         burst_cpu_ms_per_wafer=burst_ms,
-        burst_busy_cores=round(burst_cpu.machine_busy_s / (finished - started), 2),
-        burst_steal_cores=round(burst_cpu.machine_steal_s / (finished - started), 3),
+        burst_busy_cores=round(burst_cpu.machine_busy_s / burst_s, 2),
+        burst_steal_cores=round(burst_cpu.machine_steal_s / burst_s, 3),
         model_share_of_cpu=round(baseline_cpu_ms / burst_ms["total"], 3),
     )
     if out is not None:

@@ -58,7 +58,7 @@ class Broker:
         return pid_alive(self.pid_file)
 
     def healthy(self) -> bool:
-        return pid_alive(self.pid_file) is not None and wait_for_port(self.port, 1)
+        return self.pid is not None and wait_for_port(self.port, 1)
 
     def stop(self) -> bool:
         return stop_pid(self.pid_file)
@@ -179,7 +179,7 @@ class EmbeddedRedis:
         return pid_alive(self.pid_file)
 
     def healthy(self) -> bool:
-        if pid_alive(self.pid_file) is None:
+        if self.pid is None:
             return False
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:

@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
-from tests.servers import free_port
+from tests.servers import own_stack_cli
 
 
 def test_bench_pipeline_reports_throughput_latency_and_cpu_per_component(tmp_path: Path) -> None:
-    env = {
-        key: value for key, value in os.environ.items() if not key.startswith("WAFERSTREAM_")
-    }
-    env.update({
-        "WAFERSTREAM_DATA_DIR": str(tmp_path / "stack"),
-        "WAFERSTREAM_STACK__KAFKA_PORT": str(free_port()),
-        "WAFERSTREAM_STACK__POSTGRES_PORT": str(free_port()),
-        "WAFERSTREAM_STACK__REDIS_PORT": str(free_port()),
-    })
-    if os.environ.get("WAFERSTREAM_MODEL__PATH"):
-        env["WAFERSTREAM_MODEL__PATH"] = os.environ["WAFERSTREAM_MODEL__PATH"]
-    cli = [sys.executable, "-m", "infra"]
+    cli, env = own_stack_cli(tmp_path / "stack")
     out = tmp_path / "bench.json"
     try:
         bench = subprocess.run(

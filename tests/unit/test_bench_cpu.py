@@ -57,6 +57,6 @@ def test_meter_skips_a_process_that_no_longer_exists() -> None:
 
 
 def test_per_item_figures_add_up_and_name_what_ran_outside() -> None:
-    usage = CpuUsage({"inference": 2.0, "severity": 0.5}, machine_busy_s=3.0)
+    usage = CpuUsage({"inference": 2.0, "severity": 0.5}, machine_busy_s=3.0, machine_steal_s=0.0)
     figures = usage.per_item_ms(1000)
     assert figures == {"inference": 2.0, "severity": 0.5, "total": 2.5, "outside": 0.5}
