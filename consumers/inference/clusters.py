@@ -37,13 +37,17 @@ class WaferFrame:
 
     @classmethod
     def from_event(cls, dies: np.ndarray, geometry: dict[str, Any]) -> WaferFrame:
-        on = dies > 0
-        rows, cols = np.flatnonzero(on.any(axis=1)), np.flatnonzero(on.any(axis=0))
-        default_row = (rows[0] + rows[-1]) / 2 if len(rows) else dies.shape[0] / 2
-        default_col = (cols[0] + cols[-1]) / 2 if len(cols) else dies.shape[1] / 2
+        """The event's centre if it gives one, else the middle of the dies' bounding box."""
+        center_row, center_col = geometry.get("center_y"), geometry.get("center_x")
+        if not (center_row and center_col):
+            on = dies > 0
+            rows, cols = np.flatnonzero(on.any(axis=1)), np.flatnonzero(on.any(axis=0))
+            default_row = (rows[0] + rows[-1]) / 2 if len(rows) else dies.shape[0] / 2
+            default_col = (cols[0] + cols[-1]) / 2 if len(cols) else dies.shape[1] / 2
+            center_row, center_col = center_row or default_row, center_col or default_col
         return cls(
-            center_row=float(geometry.get("center_y") or default_row),
-            center_col=float(geometry.get("center_x") or default_col),
+            center_row=float(center_row),
+            center_col=float(center_col),
             die_width_mm=geometry.get("die_width_mm"),
             die_height_mm=geometry.get("die_height_mm"),
         )
@@ -61,32 +65,48 @@ def find_clusters(
     die_labels: np.ndarray, dies: np.ndarray, frame: WaferFrame, min_dies: int
 ) -> list[dict[str, Any]]:
     """Clusters as ``Cluster`` Avro records, largest first."""
-    total = max(int((dies > 0).sum()), 1)
+    total = max(int(np.count_nonzero(dies)), 1)
+    dies_per_code = np.bincount(die_labels.ravel(), minlength=len(PATTERNS))
     clusters: list[dict[str, Any]] = []
-    for code in np.unique(die_labels):
+    for code in np.flatnonzero(dies_per_code >= min_dies):
         if code == 0 or code == _RANDOM:
             continue  # isolated fails are not clusters
         mask = (die_labels == code).astype(np.uint8)
-        for component in _components(mask, min_dies):
-            count = int(component.sum())
+        for component, origin in _components(mask, min_dies):
+            count = int(np.count_nonzero(component))
             if count >= min_dies:
-                clusters.append(_describe(component, PATTERNS[int(code)], count, total, frame))
+                clusters.append(
+                    _describe(component, origin, PATTERNS[int(code)], count, total, frame)
+                )
     clusters.sort(key=lambda c: -c["die_count"])
     return clusters
 
 
-def _components(mask: np.ndarray, min_dies: int) -> list[np.ndarray]:
-    """8-connected components (split where blobs touch); none smaller than ``min_dies``.
+#: A component is cut out with this many dies of margin: more than the
+#: watershed's peak spacing, so peak detection near the cut edge sees exactly
+#: what it would see in the whole grid.
+_MARGIN = 4
 
-    A component below ``min_dies`` is skipped before it is even cut out:
+
+def _components(mask: np.ndarray, min_dies: int) -> list[tuple[np.ndarray, tuple[int, int]]]:
+    """8-connected components (split where blobs touch) with their grid offsets.
+
+    Each component is cut out of the grid (its bounding box plus a margin), so
+    the per-component work scales with the component, not with the wafer. A
+    component below ``min_dies`` is skipped before it is even cut out:
     splitting it could only give smaller parts, which would be dropped too.
     """
-    count, labels = cv2.connectedComponents(mask, connectivity=8)
-    areas = np.bincount(labels.ravel(), minlength=count)
-    parts: list[np.ndarray] = []
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    rows, cols = mask.shape
+    parts: list[tuple[np.ndarray, tuple[int, int]]] = []
     for label in range(1, count):
-        if areas[label] >= min_dies:
-            parts.extend(_split_touching(labels == label))
+        left, top, width, height, area = (int(v) for v in stats[label])
+        if area < min_dies:
+            continue
+        r0, c0 = max(top - _MARGIN, 0), max(left - _MARGIN, 0)
+        r1, c1 = min(top + height + _MARGIN, rows), min(left + width + _MARGIN, cols)
+        component = labels[r0:r1, c0:c1] == label
+        parts.extend((part, (r0, c0)) for part in _split_touching(component))
     return parts
 
 
@@ -96,7 +116,7 @@ _CORE_DEPTH = 2.0
 
 def _split_touching(component: np.ndarray) -> list[np.ndarray]:
     """Watershed on the distance transform: one region per well-separated core."""
-    if component.sum() < 12:
+    if np.count_nonzero(component) < 12:
         return [component]
     distance = ndi.distance_transform_edt(component)
     if distance.max() <= _CORE_DEPTH:
@@ -112,13 +132,23 @@ def _split_touching(component: np.ndarray) -> list[np.ndarray]:
 
 
 def _describe(
-    component: np.ndarray, pattern: str, count: int, total: int, frame: WaferFrame
+    component: np.ndarray,
+    origin: tuple[int, int],
+    pattern: str,
+    count: int,
+    total: int,
+    frame: WaferFrame,
 ) -> dict[str, Any]:
+    """One ``Cluster`` record; ``origin`` is the grid index of the cut-out's corner."""
+    row0, col0 = origin
     rows, cols = np.nonzero(component)
+    rows += row0
+    cols += col0
     row_c, col_c = float(rows.sum()) / count, float(cols.sum()) / count
     x_mm, y_mm = frame.to_mm(row_c, col_c)
     contours, _ = cv2.findContours(
-        component.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+        component.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE,
+        offset=(col0, row0),
     )
     outline = max(contours, key=cv2.contourArea)
     # Perimeter of the die squares, not of the centre points: pad by one die.
