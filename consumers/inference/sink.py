@@ -13,17 +13,21 @@ from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
+import numpy as np
 
 from producers.events import die_counts
-from schemas.diemap import decode_die_map
+
+#: One wafer's result: its wafer-complete event, the die grid the worker
+#: already decoded from that event, and its wafer-segmented event.
+WaferResult = tuple[dict[str, Any], np.ndarray, dict[str, Any]]
 
 
-async def write_results(pool: asyncpg.Pool, results: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> None:
-    """Persist ``(wafer-complete event, wafer-segmented event)`` pairs atomically."""
+async def write_results(pool: asyncpg.Pool, results: Sequence[WaferResult]) -> None:
+    """Persist each wafer, its inference result and its clusters atomically."""
     async with pool.acquire() as conn, conn.transaction():
-        await conn.executemany(_INSERT_WAFER, [_wafer_row(w) for w, _ in results])
-        await conn.executemany(_INSERT_RESULT, [_result_row(s) for _, s in results])
-        cluster_rows = [row for _, s in results for row in _cluster_rows(s)]
+        await conn.executemany(_INSERT_WAFER, [_wafer_row(w, dies) for w, dies, _ in results])
+        await conn.executemany(_INSERT_RESULT, [_result_row(s) for _, _, s in results])
+        cluster_rows = [row for _, _, s in results for row in _cluster_rows(s)]
         if cluster_rows:
             await conn.executemany(_INSERT_CLUSTER, cluster_rows)
 
@@ -50,8 +54,7 @@ VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)
 ON CONFLICT (source_event_id, model_version, cluster_index) DO NOTHING"""
 
 
-def _wafer_row(w: dict[str, Any]) -> tuple[Any, ...]:
-    dies = decode_die_map(w["die_map"])
+def _wafer_row(w: dict[str, Any], dies: np.ndarray) -> tuple[Any, ...]:
     total, failing = die_counts(dies)
     g = w["geometry"]
     return (

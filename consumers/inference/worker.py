@@ -134,8 +134,8 @@ class InferenceWorker:
         await asyncio.to_thread(
             self.store.put_many, [(s.mask_key, s.mask_png) for s in segmented], "image/png"
         )
-        pairs = [(w.event, s.event) for w, s in zip(inputs, segmented, strict=True)]
-        await write_results(self.pool, pairs)
+        results = [(w.event, w.dies, s.event) for w, s in zip(inputs, segmented, strict=True)]
+        await write_results(self.pool, results)
         for s in segmented:
             self.producer.send(WAFER_SEGMENTED, s.event["lot_id"], s.event)
 
@@ -204,7 +204,7 @@ class InferenceWorker:
             "mean_entropy": float(pred.mean_entropy),
             "margin": float(pred.margin),
             "bald": pred.bald,
-            "embedding": [float(x) for x in pred.embedding],
+            "embedding": pred.embedding.tolist(),
             "inference_ms": round(output.inference_ms, 3),
             "lane": event["lane"],
         }, key, png.tobytes())
