@@ -241,14 +241,18 @@ def bench() -> None:
 @click.option("--wafers", type=int, default=500, show_default=True)
 @click.option("--max-side", type=int, default=64, show_default=True, help="largest map side")
 @click.option("--json", "out", type=click.Path(path_type=Path), help="write the figures here")
-@click.option("--inference-processes", type=int, default=1, show_default=True)
-def bench_pipeline(wafers: int, max_side: int, out: Path | None, inference_processes: int) -> None:
+@click.option("--inference-processes", type=click.IntRange(min=1),
+              help="inference workers  [default: one per core, up to the partition count]")
+def bench_pipeline(
+    wafers: int, max_side: int, out: Path | None, inference_processes: int | None
+) -> None:
     """End-to-end throughput and latency vs. raw onnxruntime on the same maps."""
     from dataclasses import asdict
 
-    from infra.bench.pipeline import run_bench
+    from infra.bench.pipeline import default_inference_processes, run_bench
 
-    result = run_bench(wafers, max_side, out, inference_processes)
+    processes = inference_processes or default_inference_processes()
+    result = run_bench(wafers, max_side, out, processes)
     click.echo(json.dumps(asdict(result), indent=2))
 
 

@@ -166,6 +166,16 @@ def _to_alert_ms(pipe: LocalPipeline, sent: dict[str, float]) -> list[float]:
     return [(float(r["t"]) - sent[r["source_event_id"]]) * 1000 for r in alerted]
 
 
+def default_inference_processes() -> int:
+    """One inference worker per core, up to the partition count: the deployment the README gives.
+
+    Each worker runs one onnxruntime thread, so a single worker leaves part of a
+    multi-core machine idle whenever its own Python work holds the GIL.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cores or 1, WAFER_TEST_COMPLETED.partitions))
+
+
 def run_bench(
     wafers: int, max_side: int, out: Path | None, inference_processes: int = 1
 ) -> BenchResult:

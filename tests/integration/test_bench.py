@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
+from schemas.topics import WAFER_TEST_COMPLETED
 from tests.servers import own_stack_cli
 
 
@@ -22,6 +24,9 @@ def test_bench_pipeline_reports_throughput_latency_and_cpu_per_component(tmp_pat
         subprocess.run([*cli, "stack", "down"], env=env, capture_output=True, text=True)
     result = json.loads(out.read_text())
     assert result["wafers"] == 128
+    # By default one inference worker per core, up to the partition count.
+    cores = len(os.sched_getaffinity(0))
+    assert result["inference_processes"] == min(cores, WAFER_TEST_COMPLETED.partitions)
     assert len(result["baseline_runs_wafers_per_s"]) == 3
     assert result["pipeline_wafers_per_s"] > 0
     # Ratios are computed before rounding, the rates are reported rounded.
@@ -33,10 +38,11 @@ def test_bench_pipeline_reports_throughput_latency_and_cpu_per_component(tmp_pat
 
     cpu = result["burst_cpu_ms_per_wafer"]
     # Every service and every embedded server this run started is accounted for,
-    # and the model worker, which runs the model on every wafer, costs at least
-    # the model's own CPU per wafer.
-    assert {"bench", "inference", "severity", "alerts", "kafka", "postgres", "redis"} <= set(cpu)
-    assert cpu["inference"] >= 0.8 * result["baseline_cpu_ms_per_wafer"] > 0
+    # and the model workers, which run the model on every wafer, cost at least
+    # the model's own CPU per wafer between them.
+    workers = ["inference"] + [f"inference-{n}" for n in range(2, result["inference_processes"] + 1)]
+    assert {*workers, "bench", "severity", "alerts", "kafka", "postgres", "redis"} <= set(cpu)
+    assert sum(cpu[w] for w in workers) >= 0.8 * result["baseline_cpu_ms_per_wafer"] > 0
     assert cpu["severity"] > 0 and cpu["alerts"] > 0 and cpu["kafka"] > 0
     components = sum(v for k, v in cpu.items() if k not in ("total", "outside"))
     assert abs(cpu["total"] - components) < 0.01  # each figure is rounded on its own
