@@ -61,3 +61,23 @@ def ensure_topics(
     for status in statuses:
         log.info("topic", topic=status.name, action=status.action, detail=status.detail)
     return statuses
+
+
+def delete_topics(
+    settings: Settings, topics: tuple[TopicSpec, ...] = ALL_TOPICS, timeout_s: float = 15.0
+) -> list[str]:
+    """Delete the catalog's topics under ``settings.topic_prefix``; returns those deleted.
+
+    For throw-away prefixes only (a benchmark run, a test): a broker keeps
+    every record of every topic it holds, and the development broker's CPU
+    per request grows with what it holds.
+    """
+    admin = AdminClient(settings.kafka.client_config())
+    existing = admin.list_topics(timeout=timeout_s).topics
+    names = [settings.topic(spec.name) for spec in topics if settings.topic(spec.name) in existing]
+    if not names:
+        return []
+    for future in admin.delete_topics(names, operation_timeout=timeout_s).values():
+        future.result()
+    log.info("topics deleted", topics=len(names), prefix=settings.topic_prefix)
+    return names
