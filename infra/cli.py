@@ -249,10 +249,9 @@ def bench_pipeline(
     """End-to-end throughput and latency vs. raw onnxruntime on the same maps."""
     from dataclasses import asdict
 
-    from infra.bench.pipeline import default_inference_processes, run_bench
+    from infra.bench.pipeline import run_bench
 
-    processes = inference_processes or default_inference_processes()
-    result = run_bench(wafers, max_side, out, processes)
+    result = run_bench(wafers, max_side, out, inference_processes)
     click.echo(json.dumps(asdict(result), indent=2))
 
 

@@ -177,9 +177,13 @@ def default_inference_processes() -> int:
 
 
 def run_bench(
-    wafers: int, max_side: int, out: Path | None, inference_processes: int = 1
+    wafers: int, max_side: int, out: Path | None, inference_processes: int | None = None
 ) -> BenchResult:
-    """Run all three phases on the local pipeline and return (and optionally write) figures."""
+    """Run all three phases on the local pipeline and return (and optionally write) figures.
+
+    ``inference_processes`` defaults to :func:`default_inference_processes`.
+    """
+    inference_processes = inference_processes or default_inference_processes()
     services = [("run", "inference")] * inference_processes + [s for s in PIPELINE if s[1] != "inference"]
     with LocalPipeline(services, tag="bench", isolate_as=f"bench_{uuid.uuid4().hex[:8]}") as pipe:
         settings = pipe.settings

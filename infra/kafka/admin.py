@@ -74,7 +74,7 @@ def delete_topics(
     """
     admin = AdminClient(settings.kafka.client_config())
     existing = admin.list_topics(timeout=timeout_s).topics
-    names = [settings.topic(spec.name) for spec in topics if settings.topic(spec.name) in existing]
+    names = [name for name in (settings.topic(spec.name) for spec in topics) if name in existing]
     if not names:
         return []
     for future in admin.delete_topics(names, operation_timeout=timeout_s).values():
