@@ -32,11 +32,15 @@ class ModelConfig:
     decoder_channels: tuple[int, ...] = (64, 32, 16, 16)
     embedding_dim: int = 128
     dropout: float = 0.3
+    #: Widths of the 1x1 "expand" convs feeding the wafer head, one per encoder
+    #: level counted from the deepest (last entry = deepest level).
+    head_channels: tuple[int, ...] = (64, 128, 256)
 
     def to_dict(self) -> dict[str, object]:
         """JSON-friendly form."""
         d = asdict(self)
         d["decoder_channels"] = list(self.decoder_channels)
+        d["head_channels"] = list(self.head_channels)
         return d
 
     @classmethod
@@ -44,11 +48,29 @@ class ModelConfig:
         """Inverse of ``to_dict``."""
         d = dict(d)
         d["decoder_channels"] = tuple(d["decoder_channels"])  # type: ignore[arg-type]
+        d["head_channels"] = tuple(d["head_channels"])  # type: ignore[arg-type]
         return cls(**d)  # type: ignore[arg-type]
 
 
+def expand(in_channels: int, out_channels: int) -> nn.Sequential:
+    """1x1 conv + BN + Hardswish: MobileNetV3's classifier "conv head", per level."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.Hardswish(),
+    )
+
+
 class WaferNet(nn.Module):
-    """U-Net (die masks) + pooled deepest features -> embedding -> wafer logits."""
+    """U-Net (die masks) + pooled multi-level encoder features -> embedding -> wafer logits.
+
+    Why several levels, each widened: the deepest level of a depth-4
+    MobileNetV3-small has only 48 channels at 1/16 resolution, a thin input
+    for nine classes, and a one-die scratch is sharpest at 1/4-1/8. MobileNetV3
+    classifies through a wide 1x1 "conv head" before pooling; here each of the
+    last ``len(head_channels)`` levels gets one. They run on the small
+    low-resolution maps, so they cost a few percent of the U-Net's compute.
+    """
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -64,9 +86,10 @@ class WaferNet(nn.Module):
         self.encoder = unet.encoder
         self.decoder = unet.decoder
         self.seg_head = unet.segmentation_head
-        feat = self.encoder.out_channels[-1]
+        levels = self.encoder.out_channels[-len(cfg.head_channels):]
+        self.expand = nn.ModuleList(expand(c, w) for c, w in zip(levels, cfg.head_channels, strict=True))
         # Mean + max pooling: max keeps small patterns (Scratch, Loc) visible.
-        self.embed = nn.Sequential(nn.Linear(2 * feat, cfg.embedding_dim), nn.ReLU())
+        self.embed = nn.Sequential(nn.Linear(2 * sum(cfg.head_channels), cfg.embedding_dim), nn.ReLU())
         self.head_dropout = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(cfg.embedding_dim, len(PATTERNS))
 
@@ -74,7 +97,8 @@ class WaferNet(nn.Module):
         """Return (mask_logits, wafer_logits, embedding)."""
         feats = self.encoder(x)
         mask_logits = self.seg_head(self.decoder(feats))
-        deep = feats[-1]
-        pooled = torch.cat([deep.mean(dim=(2, 3)), deep.amax(dim=(2, 3))], dim=1)
+        levels = feats[-len(self.expand):]
+        wide = [conv(f) for conv, f in zip(self.expand, levels, strict=True)]
+        pooled = torch.cat([w.mean(dim=(2, 3)) for w in wide] + [w.amax(dim=(2, 3)) for w in wide], dim=1)
         emb = self.embed(pooled)
         return mask_logits, self.head(self.head_dropout(emb)), emb

@@ -28,7 +28,8 @@ def tiny_config():  # type: ignore[no-untyped-def]
     from ml.training.train import TrainConfig
 
     model = ModelConfig(
-        encoder="tu-mobilenetv3_small_050", decoder_channels=(16, 8, 8, 8), embedding_dim=16
+        encoder="tu-mobilenetv3_small_050", decoder_channels=(16, 8, 8, 8), embedding_dim=16,
+        head_channels=(8, 16),
     )
     return TrainConfig(
         epochs=2, real_per_epoch=48, synth_per_epoch=48, batch_size=16, synth_val=8,
