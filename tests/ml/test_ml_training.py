@@ -16,6 +16,7 @@ from ml.training.model import WaferNet
 from ml.training.train import (
     Losses,
     TrainConfig,
+    competes,
     load_checkpoint,
     seed_everything,
     should_stop,
@@ -43,12 +44,43 @@ def test_a_few_steps_lower_the_loss(tiny_config) -> None:  # type: ignore[no-unt
     assert history[-1] < 0.8 * history[0]
 
 
+def test_real_maps_add_a_softmax_term_synthetic_maps_do_not(tiny_config) -> None:  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    logits = torch.randn(4, 9)
+    target = torch.eye(9)[[3, 0, 5, 8]]
+    has_mask = torch.tensor([False, True, False, True])
+    mask_logits, mask = torch.randn(4, 9, 32, 32), torch.randint(0, 9, (4, 32, 32))
+    _, parts = Losses(tiny_config)(mask_logits, logits, target, mask, has_mask)
+    expected = torch.nn.functional.cross_entropy(logits[[0, 2]], torch.tensor([3, 5]))
+    assert abs(parts["ce"] - expected.item()) < 1e-6
+    _, synth_only = Losses(tiny_config)(mask_logits, logits, target, mask, torch.ones(4, dtype=torch.bool))
+    assert "ce" not in synth_only
+
+
+def test_wafer_head_pools_the_configured_encoder_levels(tiny_config) -> None:  # type: ignore[no-untyped-def]
+    net = WaferNet(tiny_config.model).eval()
+    levels = net.encoder.out_channels[-len(tiny_config.model.head_channels):]
+    assert [m[0].in_channels for m in net.expand] == list(levels)
+    assert [m[0].out_channels for m in net.expand] == list(tiny_config.model.head_channels)
+    with torch.no_grad():
+        _, wafer, emb = net(torch.zeros(2, IN_CHANNELS, 64, 64))
+    assert wafer.shape == (2, 9) and emb.shape == (2, tiny_config.model.embedding_dim)
+
+
 def test_early_stopping_waits_for_the_decayed_part_of_the_schedule() -> None:
     cfg = TrainConfig(patience=6, early_stop_from=0.75)
     assert not should_stop(12, 0.5, cfg)  # a plateau at the high rate: keep going
     assert not should_stop(5, 0.9, cfg)  # still within patience
     assert should_stop(6, 0.75, cfg)
     assert should_stop(6, 0.9, TrainConfig(patience=6, early_stop_from=0.0)) is True
+
+
+def test_only_the_decayed_tail_or_the_last_epoch_can_be_selected() -> None:
+    cfg = TrainConfig(epochs=40, early_stop_from=0.75)
+    assert not competes(21, 0.5, cfg)  # a high-rate peak (v7's epoch 22) cannot ship
+    assert competes(30, 0.76, cfg)
+    assert competes(39, 0.6, cfg)  # last planned epoch
+    assert competes(12, 1.0, cfg)  # the time budget ended the schedule
 
 
 def test_augmented_batches_keep_masks_on_fails() -> None:
@@ -71,6 +103,11 @@ def test_training_run_checkpoints_and_resumes(  # type: ignore[no-untyped-def]
     history = json.loads((trained_run / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
     assert (trained_run / "best.pt").exists()
+    # The checkpoint's model is the weight average of every step, not the trained weights.
+    last = torch.load(trained_run / "last.pt", weights_only=False)
+    assert last["ema_updates"] == history[-1]["step"]
+    assert any(not torch.equal(last["model"][k], last["trained"][k]) for k in last["model"]
+               if last["model"][k].is_floating_point())
     # Resume a copy: the session's run (and the ONNX model exported from its
     # best.pt) must not change under the other tests.
     run = shutil.copytree(trained_run, tmp_path / "run")
@@ -78,6 +115,7 @@ def test_training_run_checkpoints_and_resumes(  # type: ignore[no-untyped-def]
     train(replace(tiny_config, epochs=3), ws, ws, run, resume=True)
     history = json.loads((run / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert torch.load(run / "last.pt", weights_only=False)["ema_updates"] == history[-1]["step"]
 
 
 def test_onnx_export_matches_pytorch(trained_run: Path, tiny_model: Path) -> None:
