@@ -31,7 +31,6 @@ def ship(
     """
     import torch
 
-    from ml.buckets import IN_CHANNELS
     from ml.data import fit_calib_split
     from ml.evaluate import calibrate, update_card
     from ml.export import export_checkpoint, parity
@@ -40,7 +39,7 @@ def ship(
     model_path = export_checkpoint(checkpoint, out_dir)
     net, _ = load_checkpoint(checkpoint)
     gen = torch.Generator().manual_seed(0)
-    x = (torch.rand(3, IN_CHANNELS, 64, 96, generator=gen) > 0.5).float().numpy()
+    x = (torch.rand(3, net.cfg.in_channels, 64, 96, generator=gen) > 0.5).float().numpy()
     diff = parity(net, model_path, x)
     click.echo(f"onnx parity max |diff| = {diff:.2e}")
     _, calib = fit_calib_split(data_dir)

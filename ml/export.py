@@ -26,7 +26,7 @@ import structlog
 import torch
 from torch import nn
 
-from ml.buckets import BUCKETS, IN_CHANNELS
+from ml.buckets import BUCKETS
 from ml.serving import mc_head_path
 from ml.training.model import WaferNet
 from ml.training.train import load_checkpoint
@@ -52,7 +52,7 @@ def export_onnx(net: WaferNet, out: Path) -> None:
     """Write ``out`` (main graph) and its MC-dropout head, both single-file ONNX."""
     net = net.eval()
     out.parent.mkdir(parents=True, exist_ok=True)
-    x = torch.zeros(2, IN_CHANNELS, 64, 64)
+    x = torch.zeros(2, net.cfg.in_channels, 64, 64)
     torch.onnx.export(
         net,
         (x,),
@@ -101,7 +101,7 @@ def base_card(net: WaferNet, ck: dict[str, object], model_path: Path) -> dict[st
         "files": {"model": model_path.name, "mc_head": mc_head_path(model_path).name},
         "opset": OPSET,
         "buckets": list(BUCKETS),
-        "in_channels": IN_CHANNELS,
+        "in_channels": net.cfg.in_channels,
         "dropout": net.cfg.dropout,
         "temperature": 1.0,
         "thresholds": {},

@@ -24,6 +24,7 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from ml.buckets import encode, place, to_bucket
+from ml.serving import input_channels
 
 log = structlog.get_logger(__name__)
 
@@ -31,11 +32,11 @@ log = structlog.get_logger(__name__)
 class _MapReader(CalibrationDataReader):
     """Feeds bucketed real maps, one bucket-homogeneous batch at a time."""
 
-    def __init__(self, maps: Sequence[np.ndarray], batch_size: int = 8) -> None:
+    def __init__(self, maps: Sequence[np.ndarray], channels: int, batch_size: int = 8) -> None:
         groups: dict[int, list[np.ndarray]] = {}
         for m in maps:
             p = place(m.shape)
-            groups.setdefault(p.bucket, []).append(to_bucket(encode(m), p))
+            groups.setdefault(p.bucket, []).append(to_bucket(encode(m, channels), p))
         self._batches = [
             np.stack(xs[i : i + batch_size])
             for xs in groups.values()
@@ -52,12 +53,15 @@ class _MapReader(CalibrationDataReader):
 
 def quantize(fp32_path: Path, out_path: Path, calib_maps: Sequence[np.ndarray]) -> Path:
     """Write a static-QDQ INT8 copy of ``fp32_path`` calibrated on ``calib_maps``."""
+    import onnxruntime as ort
+
+    channels = input_channels(ort.InferenceSession(str(fp32_path), providers=["CPUExecutionProvider"]))
     pre = out_path.with_suffix(".pre.onnx")
     quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
     quantize_static(
         str(pre),
         str(out_path),
-        _MapReader(calib_maps),
+        _MapReader(calib_maps, channels),
         quant_format=QuantFormat.QDQ,
         per_channel=True,
         activation_type=QuantType.QUInt8,

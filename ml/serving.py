@@ -20,7 +20,7 @@ from typing import Final
 import numpy as np
 import onnxruntime as ort
 
-from ml.buckets import BUCKETS, encode, from_bucket, place, to_bucket
+from ml.buckets import BUCKETS, IN_CHANNELS, encode, from_bucket, place, to_bucket
 from ml.metrics import sigmoid
 from ml.taxonomy import DEFECT_PATTERNS, PATTERNS
 
@@ -63,6 +63,11 @@ def mc_head_path(model_path: Path) -> Path:
     return model_path.with_name(model_path.stem + MC_HEAD_SUFFIX)
 
 
+def input_channels(session: ort.InferenceSession) -> int:
+    """Input planes an ONNX wafer graph reads: the one static dimension of its input."""
+    return int(session.get_inputs()[0].shape[1])
+
+
 def _softmax(x: np.ndarray, axis: int) -> np.ndarray:
     e = np.exp(x - x.max(axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)
@@ -82,11 +87,13 @@ def run_bucketed(
     forward: Forward,
     buckets: Sequence[int] = BUCKETS,
     batch_size: int = BATCH_SIZE,
+    channels: int = IN_CHANNELS,
 ) -> RawOutput:
     """Group maps by bucket, run ``forward`` per batch, map outputs back to each die grid.
 
     Shared by serving (onnxruntime) and training validation (torch), so the
-    validation numbers describe exactly what serving computes.
+    validation numbers describe exactly what serving computes. ``channels``
+    is how many input planes the model reads (``ml.buckets.encode``).
     """
     n = len(maps)
     logits = np.zeros((n, len(PATTERNS)), dtype=np.float32)
@@ -99,7 +106,7 @@ def run_bucketed(
     for idx in groups.values():
         for j in range(0, len(idx), batch_size):
             chunk = idx[j : j + batch_size]
-            x = np.stack([to_bucket(encode(maps[i]), placements[i]) for i in chunk])
+            x = np.stack([to_bucket(encode(maps[i], channels), placements[i]) for i in chunk])
             mask_logits, wafer_logits, embedding = forward(x)
             if emb is None:
                 emb = np.zeros((n, embedding.shape[1]), dtype=np.float32)
@@ -130,6 +137,7 @@ class WaferModel:
         self.mc_head = mc_head
         self.card = card
         self.version: str = str(card["version"])
+        self.channels: int = input_channels(session)
         self.temperature: float = float(card.get("temperature", 1.0))  # type: ignore[arg-type]
         self.buckets: tuple[int, ...] = tuple(card.get("buckets", BUCKETS))  # type: ignore[arg-type]
         offsets = card.get("logit_offsets") or {}
@@ -162,7 +170,8 @@ class WaferModel:
     def raw(self, maps: Sequence[np.ndarray], batch_size: int = BATCH_SIZE) -> RawOutput:
         """Run the main graph over ``maps`` (see ``run_bucketed``)."""
         return run_bucketed(
-            maps, lambda x: self.session.run(None, {"input": x}), self.buckets, batch_size
+            maps, lambda x: self.session.run(None, {"input": x}), self.buckets, batch_size,
+            self.channels,
         )
 
     def bald(self, embeddings: np.ndarray, samples: int) -> np.ndarray:

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import torch
 
-from ml.buckets import encode, place, to_bucket
+from ml.buckets import IN_CHANNELS, encode, place, to_bucket
 from ml.synth import RANDOM
 
 #: Mask value for pixels without a die-level target (real maps).
@@ -90,6 +90,7 @@ def iter_batches(
     batch_size: int,
     rng: np.random.Generator,
     aug: A.Compose | None,
+    channels: int = IN_CHANNELS,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Yield (x, wafer_target, mask, has_mask) batches, one bucket per batch, shuffled.
 
@@ -110,7 +111,7 @@ def iter_batches(
             s = samples[int(i)]
             dies, mask = augment(s, aug, rng) if aug is not None else (s.dies, s.mask)
             p = place(dies.shape)
-            xs.append(to_bucket(encode(dies), p))
+            xs.append(to_bucket(encode(dies, channels), p))
             m = np.full(dies.shape, IGNORE, np.uint8) if mask is None else mask
             ms.append(to_bucket(m[None], p)[0])
             ts.append(s.target)

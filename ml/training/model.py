@@ -28,6 +28,8 @@ class ModelConfig:
     """Architecture hyper-parameters, stored in checkpoints and model cards."""
 
     encoder: str = "tu-mobilenetv3_small_100"
+    #: Input planes the model reads: the first ``in_channels`` of ``ml.buckets.encode``.
+    in_channels: int = IN_CHANNELS
     encoder_depth: int = 4
     decoder_channels: tuple[int, ...] = (64, 32, 16, 16)
     embedding_dim: int = 128
@@ -80,7 +82,7 @@ class WaferNet(nn.Module):
             encoder_weights=None,  # no network access; binary maps are far from ImageNet
             encoder_depth=cfg.encoder_depth,
             decoder_channels=cfg.decoder_channels,
-            in_channels=IN_CHANNELS,
+            in_channels=cfg.in_channels,
             classes=len(PATTERNS),
         )
         self.encoder = unet.encoder

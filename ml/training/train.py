@@ -168,9 +168,10 @@ def validate(
         with torch.no_grad():
             return [t.cpu().numpy() for t in net(torch.from_numpy(x).to(device))]
 
-    logits = run_bucketed(calib.maps, forward, batch_size=64).wafer_logits
+    channels = net.cfg.in_channels
+    logits = run_bucketed(calib.maps, forward, batch_size=64, channels=channels).wafer_logits
     cm = confusion(calib.labels, logits.argmax(1))
-    synth = run_bucketed([m.dies for m in synth_val], forward, batch_size=64)
+    synth = run_bucketed([m.dies for m in synth_val], forward, batch_size=64, channels=channels)
     masks = [die_labels_from_probs(m.dies, p) for m, p in zip(synth_val, synth.die_probs)]
     iou = iou_per_class([m.die_labels for m in synth_val], masks)
     return {
@@ -275,7 +276,7 @@ def train(
         net.train()
         run: dict[str, float] = {}
         bar = tqdm(
-            iter_batches(samples, cfg.batch_size, rng, aug),
+            iter_batches(samples, cfg.batch_size, rng, aug, cfg.model.in_channels),
             total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", mininterval=10,
         )
         for n, (x, target, mask, has_mask) in enumerate(bar, start=1):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ml.buckets import BUCKETS, IN_CHANNELS, encode, from_bucket, place, to_bucket
+from ml.buckets import BUCKETS, IN_CHANNELS, encode, from_bucket, line_evidence, place, to_bucket
 
 
 @pytest.mark.parametrize("shape", [(6, 9), (27, 27), (33, 52), (64, 64), (65, 40), (212, 175)])
@@ -46,3 +46,27 @@ def test_encoding_channels() -> None:
     assert x.shape == (IN_CHANNELS, 3, 3)
     assert np.array_equal(x[0], dies > 0) and np.array_equal(x[1], dies == 2)
     assert (x[2][dies == 0] == 0).all() and x[2].max() <= 1.5
+
+
+def test_line_evidence_tells_a_scratch_from_a_blob_and_from_isolated_fails() -> None:
+    fail = np.zeros((21, 21), dtype=bool)
+    for i in range(3, 17):  # a diagonal scratch with one gap
+        fail[i, i] = i != 9
+    fail[2:6, 14:18] = True  # a 4x4 blob
+    fail[18, 3] = True  # an isolated fail
+    support, anisotropy = line_evidence(fail)
+    on_line = [(i, i) for i in range(5, 15) if i != 9]
+    assert min(support[p] for p in on_line) >= 0.7  # high along the line, gap and all
+    assert min(anisotropy[p] for p in on_line) > 2 * anisotropy[3:5, 15:17].max()  # directional
+    assert support[18, 3] < 0.3  # an isolated fail has no line through it
+    assert not support[~fail].any() and not anisotropy[~fail].any()
+
+
+def test_the_encoding_only_appends_channels() -> None:
+    """A model trained on the first k planes reads encode(dies, k): older models keep working."""
+    dies = np.random.default_rng(3).integers(0, 3, size=(30, 28)).astype(np.uint8)
+    full = encode(dies)
+    for k in range(3, IN_CHANNELS + 1):
+        assert np.array_equal(encode(dies, k), full[:k])
+    with pytest.raises(ValueError, match="input channels"):
+        encode(dies, IN_CHANNELS + 1)

@@ -148,3 +148,26 @@ def test_static_int8_graph_runs_and_keeps_the_contract(tiny_model: Path, tmp_pat
     small = [m for m in maps if max(m.shape) <= 64]
     fp32_ms, int8_ms = compare(WaferModel.load(tiny_model), WaferModel.load(q), small, rounds=1)
     assert fp32_ms > 0 and int8_ms > 0
+
+
+def test_a_model_trained_on_fewer_input_channels_still_serves(tiny_config, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Models from before the line channels (3 planes) load and predict like the current ones."""
+    from dataclasses import replace
+
+    from ml.buckets import encode, place, to_bucket
+    from ml.export import base_card, export_onnx
+    from ml.serving import WaferModel
+
+    seed_everything(0)
+    net = WaferNet(replace(tiny_config.model, in_channels=3)).eval()
+    path = tmp_path / "model.onnx"
+    export_onnx(net, path)
+    (tmp_path / "model_card.json").write_text(json.dumps(base_card(net, {}, path)))
+    model = WaferModel.load(path)
+    assert model.channels == 3
+    dies = generate(4, 2).dies
+    with torch.no_grad():
+        x = torch.from_numpy(to_bucket(encode(dies, 3), place(dies.shape))[None])
+        expected = net(x)[1].numpy()
+    assert np.allclose(model.raw([dies]).wafer_logits, expected, atol=1e-4)
+    assert model.predict([dies])[0].die_labels.shape == dies.shape
