@@ -22,8 +22,15 @@ def _stats(per_wafer_ms: list[float]) -> dict[str, float]:
 
 
 def bench_session(model: WaferModel, maps: list[np.ndarray], batch: int) -> dict[str, float]:
-    """Per-wafer latency of the ONNX main graph at ``batch`` (one bucket, inputs prebuilt)."""
+    """Per-wafer latency of the ONNX main graph at ``batch`` (one bucket, inputs prebuilt).
+
+    Fewer maps than one batch are repeated to fill it (a small calibration
+    split must still give a figure).
+    """
+    if not maps:
+        raise ValueError("no maps to time")
     xs = [to_bucket(encode(m, model.channels), place(m.shape)) for m in maps]
+    xs = xs * -(-batch // len(xs))
     batches = [np.stack(xs[i : i + batch]) for i in range(0, len(xs) - batch + 1, batch)]
     for b in batches[:3]:
         model.session.run(None, {"input": b})

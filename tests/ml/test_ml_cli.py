@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 from PIL import Image
 
@@ -107,3 +108,37 @@ def test_real_split_holds_every_class() -> None:
     fit, calib = fit_calib_split()
     assert set(calib.labels.tolist()) == set(range(9))
     assert len(fit) + len(calib) == 18030
+
+
+@pytest.mark.parametrize("int8_faster", [True, False])
+def test_ship_writes_a_card_that_describes_the_shipped_graph(  # type: ignore[no-untyped-def]
+    trained_run: Path, real_fixture: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    int8_faster: bool,
+) -> None:
+    """Whether or not INT8 is adopted, the card's evaluations are those of the file that ships.
+
+    The latency comparison is pinned (a tiny model's timing is noise), so both
+    branches of the adoption rule run; the tiny model's macro-F1 is the same
+    in FP32 and INT8, so speed decides.
+    """
+    import ml.benchmark
+    from ml.cli import ship
+    from ml.data import TEST_FILE, TRAIN_FILE
+    from ml.evaluate import evaluate_real, evaluate_synthetic
+
+    monkeypatch.setattr(ml.benchmark, "compare", lambda a, b, maps: (2.0, 1.0) if int8_faster else (1.0, 2.0))
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in (TRAIN_FILE, TEST_FILE):
+        shutil.copy(real_fixture, data / name)
+    model = ship(trained_run / "best.pt", tmp_path / "ship", data, synth_maps=6, int8_dir=tmp_path / "int8")
+    card = json.loads((model.parent / "model_card.json").read_text())
+    assert card["int8"]["adopted"] == int8_faster
+    assert card["version"].endswith("-int8") == int8_faster
+    same = json.dumps(card["eval_synthetic"], sort_keys=True)  # NaN-safe comparison
+    assert same == json.dumps(evaluate_synthetic(model, 6), sort_keys=True)
+    real = evaluate_real(model, load_npz(data / TEST_FILE), TEST_FILE)
+    assert card["eval_real"]["macro_f1"] == real["macro_f1"]
+    assert card["eval_real"]["confusion_matrix"] == real["confusion_matrix"]
+    assert card["onnx_parity_max_abs_diff"] < 1e-4
