@@ -76,7 +76,7 @@ SYNTH_VAL_SEED = 2
 class TrainConfig:
     """Training hyper-parameters (recorded in checkpoints and the model card)."""
 
-    #: More than fit the time budget on the 2-core development machine (~40
+    #: More than fit the time budget on the 2-core development machine (42-44
     #: there): the budget ends the schedule, a faster machine runs them all.
     epochs: int = 60
     real_per_epoch: int = 6500
