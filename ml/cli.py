@@ -94,7 +94,7 @@ def run_evaluate(
 ) -> dict[str, object]:
     """Evaluate on a wm811k npz or on synthetic maps; update the model card beside the model."""
     from ml.data import load_npz
-    from ml.evaluate import confusion_png, evaluate_real, evaluate_synthetic, update_card
+    from ml.evaluate import confusion_png, evaluate_real, evaluate_synthetic, format_score, update_card
 
     if dataset is not None:
         report = evaluate_real(model_path, load_npz(dataset), str(dataset.name))
@@ -115,9 +115,13 @@ def run_evaluate(
     else:
         report = evaluate_synthetic(model_path, int(synthetic or 500))
         update_card(model_path.parent, {"eval_synthetic": report})
-        click.echo(f"synthetic die-level mean IoU {report['mean_iou']:.4f}")
+        click.echo(f"synthetic die-level mean IoU {format_score(report['mean_iou'])} (single-pattern maps "
+                   f"{format_score(report['mean_iou_single'])}, mixtures {format_score(report['mean_iou_mixture'])})")
         for name, v in report["iou"].items():  # type: ignore[union-attr]
-            click.echo(f"  {name:10s} IoU {v:.3f}")
+            m = report["missed"][name]  # type: ignore[index]
+            click.echo(f"  {name:10s} IoU {format_score(v)}  single {format_score(report['iou_single'][name])}"  # type: ignore[index]
+                       f"  mixture {format_score(report['iou_mixture'][name])}"  # type: ignore[index]
+                       f"  missed on {m['missed']}/{m['maps']} wafers")
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(report, indent=2) + "\n")

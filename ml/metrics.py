@@ -130,3 +130,46 @@ def iou_per_class(
             inter[k] += np.count_nonzero(tk & pk)
             union[k] += np.count_nonzero(tk | pk)
     return np.divide(inter, union, out=np.full(n, np.nan), where=union > 0)
+
+
+def die_confusion(
+    true_masks: list[np.ndarray], pred_masks: list[np.ndarray], n: int = len(PATTERNS)
+) -> np.ndarray:
+    """Die-level confusion over labelled dies (rows true code, columns predicted code).
+
+    Both masks are non-zero exactly on failing dies, so this counts every
+    failing die once. Why report it: a mean IoU hides *where* a pattern's
+    dies go (v9's Scratch dies went mostly to Random, not to another blob).
+    """
+    cm = np.zeros((n, n), dtype=np.int64)
+    for t, p in zip(true_masks, pred_masks, strict=True):
+        labelled = (t > 0) | (p > 0)
+        np.add.at(cm, (t[labelled], p[labelled]), 1)
+    return cm
+
+
+def missed_instances(
+    true_masks: list[np.ndarray],
+    pred_masks: list[np.ndarray],
+    min_dies: int = 5,
+    below: float = 0.1,
+    n: int = len(PATTERNS),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per code: maps holding at least ``min_dies`` of it, and how many of those it is missed on.
+
+    Missed = per-map IoU of that code under ``below``. Why: dataset-level IoU
+    cannot tell a pattern found everywhere with ragged borders from one
+    found perfectly on some wafers and not at all on others; the two need
+    different fixes (v9 missed a quarter of its evaluation scratches outright).
+    """
+    present = np.zeros(n, dtype=np.int64)
+    missed = np.zeros(n, dtype=np.int64)
+    for t, p in zip(true_masks, pred_masks, strict=True):
+        for k in range(1, n):
+            tk = t == k
+            if np.count_nonzero(tk) < min_dies:
+                continue
+            pk = p == k
+            present[k] += 1
+            missed[k] += np.count_nonzero(tk & pk) < below * np.count_nonzero(tk | pk)
+    return present, missed

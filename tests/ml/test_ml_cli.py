@@ -14,6 +14,7 @@ from PIL import Image
 
 from ml.cli import ML_COMMANDS, evaluate_cmd, predict_cmd
 from ml.data import fit_calib_split, load_die_map, load_npz, stratified_split
+from ml.evaluate import SYNTH_EVAL_SEED
 from ml.synth import generate
 from ml.taxonomy import PATTERNS
 
@@ -56,6 +57,17 @@ def test_evaluate_synthetic_reports_iou(tiny_model: Path, tmp_path: Path) -> Non
     report = json.loads(out.read_text())
     assert set(report["iou"]) == set(PATTERNS[1:])
     assert 0.0 <= report["mean_iou"] <= 1.0
+    maps = [generate(SYNTH_EVAL_SEED, i) for i in range(6)]
+    assert report["maps_single"] == sum(len(m.patterns) == 1 for m in maps)
+    assert report["maps_mixture"] == sum(len(m.patterns) > 1 for m in maps)
+    cm = np.array(report["die_confusion"])
+    assert cm.shape == (9, 9) and cm.sum() == sum(int((m.dies == 2).sum()) for m in maps)
+    for name, m in report["missed"].items():
+        code = PATTERNS.index(name)
+        assert m["maps"] == sum(int((s.die_labels == code).sum()) >= 5 for s in maps)
+        assert 0 <= m["missed"] <= m["maps"]
+    assert "mixtures" in res.output and "missed on" in res.output
+    assert "wafers missed" in (model.parent / "model_card.md").read_text()
 
 
 def test_calibration_stores_a_positive_temperature(tiny_model: Path, real_fixture: Path, tmp_path: Path) -> None:

@@ -1,10 +1,10 @@
-"""Decision metrics: the prior-shift offsets fitted for macro-F1."""
+"""Decision metrics (prior-shift offsets fitted for macro-F1) and die-level mask metrics."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from ml.metrics import confusion, fit_logit_offsets, macro_f1
+from ml.metrics import confusion, die_confusion, fit_logit_offsets, macro_f1, missed_instances
 
 
 def _logits(labels: np.ndarray, rng: np.random.Generator, n_classes: int = 9) -> np.ndarray:
@@ -45,3 +45,40 @@ def test_offsets_are_kept_only_when_they_carry_over_to_unseen_maps() -> None:
     noise = rng.normal(0.0, 1.0, (3000, 9))
     offsets, gain = generalising_offsets(noise, labels)
     assert gain <= 0 and not offsets.any()
+
+
+def _scratch_maps() -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Three 6x6 maps with a 6-die scratch (code 8) and two random fails (code 7).
+
+    Map 0: found. Map 1: scratch called Random. Map 2: only 4 scratch dies, all found.
+    """
+    truth, pred = [], []
+    for k in range(3):
+        t = np.zeros((6, 6), np.uint8)
+        t[2, :] = 8
+        t[5, 0] = t[5, 5] = 7
+        if k == 2:
+            t[2, 4:] = 0
+        p = t.copy()
+        if k == 1:
+            p[p == 8] = 7
+        truth.append(t)
+        pred.append(p)
+    return truth, pred
+
+
+def test_die_confusion_counts_every_failing_die_once_where_it_went() -> None:
+    truth, pred = _scratch_maps()
+    cm = die_confusion(truth, pred)
+    assert cm.sum() == sum(int(np.count_nonzero(t)) for t in truth) == 22
+    assert cm[8, 8] == 10 and cm[8, 7] == 6 and cm[7, 7] == 6
+    assert cm[0].sum() == cm[:, 0].sum() == 0  # pass dies are not counted
+
+
+def test_missed_instances_counts_wafers_where_a_pattern_was_not_found() -> None:
+    truth, pred = _scratch_maps()
+    present, missed = missed_instances(truth, pred)
+    assert present[8] == 2 and missed[8] == 1  # map 2 has fewer than 5 scratch dies
+    assert present[7] == 0  # two random fails per map are below min_dies
+    present, missed = missed_instances(truth, pred, min_dies=2)
+    assert present[7] == 3 and missed[7] == 0
