@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ml.synth import RANDOM, generate, wafer_target
+import ml.synth
+from ml.synth import PRECEDENCE, RANDOM, generate, wafer_target
 from ml.taxonomy import DEFECT_PATTERNS, pattern_index
 
 
@@ -41,3 +42,16 @@ def test_same_seed_same_map_and_different_seed_differs() -> None:
     assert np.array_equal(a.dies, b.dies) and np.array_equal(a.die_labels, b.die_labels)
     assert a.patterns == b.patterns
     assert a.dies.shape != c.dies.shape or not np.array_equal(a.dies, c.dies)
+
+
+@pytest.mark.parametrize("order", [("Center", "Scratch"), ("Scratch", "Center")])
+def test_overlaps_take_the_later_pattern_in_precedence_whatever_the_painting_order(
+    order: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two patterns painted over the same whole-wafer region: every fail takes the top one."""
+    for name in order:
+        monkeypatch.setitem(ml.synth.PAINTERS, name, lambda g, rng: (g.on.copy(), 1.0))
+    m = generate(3, 0, patterns=order)
+    top = max(order, key=PRECEDENCE.index)
+    assert top == "Scratch"
+    assert set(np.unique(m.die_labels[m.dies == 2])) == {pattern_index(top)}
