@@ -29,8 +29,8 @@ from PIL import Image, ImageDraw, ImageFont
 from ml.data import WaferSet, stratified_split
 from ml.metrics import (
     confusion,
-    die_confusion,
     decision_macro_f1,
+    die_confusion,
     expected_calibration_error,
     fit_logit_offsets,
     fit_temperature,
