@@ -141,11 +141,14 @@ def die_confusion(
     failing die once. Why report it: a mean IoU hides *where* a pattern's
     dies go (v9's Scratch dies went mostly to Random, not to another blob).
     """
-    cm = np.zeros((n, n), dtype=np.int64)
-    for t, p in zip(true_masks, pred_masks, strict=True):
-        labelled = (t > 0) | (p > 0)
-        np.add.at(cm, (t[labelled], p[labelled]), 1)
-    return cm
+    labelled = [(t > 0) | (p > 0) for t, p in zip(true_masks, pred_masks, strict=True)]
+    if not labelled:
+        return np.zeros((n, n), dtype=np.int64)
+    return confusion(
+        np.concatenate([t[m] for t, m in zip(true_masks, labelled, strict=True)]),
+        np.concatenate([p[m] for p, m in zip(pred_masks, labelled, strict=True)]),
+        n,
+    )
 
 
 def missed_instances(
