@@ -179,9 +179,11 @@ PAINTERS: Final[dict[str, Callable[[_Geom, np.random.Generator], tuple[np.ndarra
 assert tuple(sorted(PAINTERS)) == tuple(sorted(DEFECT_PATTERNS)) == tuple(sorted(PRECEDENCE))
 
 
-def _choose_patterns(rng: np.random.Generator, weights: np.ndarray | None) -> tuple[str, ...]:
-    """Draw the pattern set: single patterns by ``weights``, mixtures from MIXABLE."""
-    n = int(rng.choice(len(N_PATTERNS_P), p=N_PATTERNS_P))
+def _choose_patterns(
+    rng: np.random.Generator, weights: np.ndarray | None, n_patterns_p: tuple[float, ...]
+) -> tuple[str, ...]:
+    """Draw a pattern set: size by ``n_patterns_p``, singles by ``weights``, mixtures of MIXABLE."""
+    n = int(rng.choice(len(n_patterns_p), p=n_patterns_p))
     if n == 0:
         return ()
     if n == 1:
@@ -191,16 +193,22 @@ def _choose_patterns(rng: np.random.Generator, weights: np.ndarray | None) -> tu
 
 
 def generate(
-    seed: int, index: int, patterns: tuple[str, ...] | None = None, weights: np.ndarray | None = None
+    seed: int,
+    index: int,
+    patterns: tuple[str, ...] | None = None,
+    weights: np.ndarray | None = None,
+    n_patterns_p: tuple[float, ...] = N_PATTERNS_P,
 ) -> SynthMap:
     """Generate map ``index`` of the stream ``seed`` (reproducible, order-independent).
 
-    ``patterns`` forces a pattern set (``()`` = none); otherwise it is drawn,
-    with single patterns weighted by ``weights`` over DEFECT_PATTERNS.
+    ``patterns`` forces a pattern set (``()`` = none); otherwise it is drawn:
+    0-4 patterns with probabilities ``n_patterns_p`` (training may ask for
+    more mixtures than the evaluation maps hold), single patterns weighted by
+    ``weights`` over DEFECT_PATTERNS.
     """
     rng = np.random.default_rng([seed, index])
     dies, g = _grid(rng)
-    chosen = _choose_patterns(rng, weights) if patterns is None else tuple(patterns)
+    chosen = _choose_patterns(rng, weights, n_patterns_p) if patterns is None else tuple(patterns)
     labels = np.zeros(dies.shape, dtype=np.uint8)
     # Background yield loss: log-normal fail rate, median ~10%, like WM-811K "none".
     bg_rate = float(np.clip(np.exp(rng.normal(np.log(0.10), 0.5)), 0.005, 0.3))
@@ -221,10 +229,17 @@ def generate(
 
 
 def generate_many(
-    seed: int, n: int, start: int = 0, weights: np.ndarray | None = None
+    seed: int,
+    n: int,
+    start: int = 0,
+    weights: np.ndarray | None = None,
+    n_patterns_p: tuple[float, ...] = N_PATTERNS_P,
 ) -> list[SynthMap]:
     """Generate maps ``start .. start + n - 1`` of stream ``seed``."""
-    return [generate(seed, i, weights=weights) for i in range(start, start + n)]
+    return [
+        generate(seed, i, weights=weights, n_patterns_p=n_patterns_p)
+        for i in range(start, start + n)
+    ]
 
 
 def wafer_target(patterns: tuple[str, ...]) -> np.ndarray:

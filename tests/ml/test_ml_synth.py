@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 
 import ml.synth
-from ml.synth import PRECEDENCE, RANDOM, generate, wafer_target
+from ml.synth import (
+    MIXABLE,
+    N_PATTERNS_P,
+    PRECEDENCE,
+    RANDOM,
+    generate,
+    generate_many,
+    wafer_target,
+)
 from ml.taxonomy import DEFECT_PATTERNS, pattern_index
 
 
@@ -55,3 +63,15 @@ def test_overlaps_take_the_later_pattern_in_precedence_whatever_the_painting_ord
     top = max(order, key=PRECEDENCE.index)
     assert top == "Scratch"
     assert set(np.unique(m.die_labels[m.dies == 2])) == {pattern_index(top)}
+
+
+def test_pattern_count_distribution_is_a_parameter_and_the_default_is_unchanged() -> None:
+    """Training may ask for more mixtures than the evaluation maps hold; those stay as they were."""
+    mixtures_only = generate_many(5, 60, n_patterns_p=(0.0, 0.0, 0.5, 0.3, 0.2))
+    assert all(2 <= len(m.patterns) <= 4 and set(m.patterns) <= set(MIXABLE) for m in mixtures_only)
+    default = generate_many(5, 60)
+    assert [m.patterns for m in default] == [generate(5, i).patterns for i in range(60)]
+    assert [m.patterns for m in default] == [
+        generate(5, i, n_patterns_p=N_PATTERNS_P).patterns for i in range(60)
+    ]
+    assert sum(len(m.patterns) <= 1 for m in default) > 30  # N_PATTERNS_P: 70 % none or single
