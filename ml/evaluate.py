@@ -28,15 +28,14 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ml.data import WaferSet, stratified_split
 from ml.metrics import (
+    MaskOverlap,
     confusion,
     decision_macro_f1,
     die_confusion,
     expected_calibration_error,
     fit_logit_offsets,
     fit_temperature,
-    iou_per_class,
     macro_f1,
-    missed_instances,
     per_class,
     sigmoid,
 )
@@ -156,14 +155,15 @@ def evaluate_synthetic(model_path: Path, n: int) -> dict[str, object]:
     truth = [m.die_labels for m in maps]
     masks = [p.die_labels for p in preds]
     report: dict[str, object] = {"maps": n, "seed": SYNTH_EVAL_SEED}
-    iou = iou_per_class(truth, masks)
+    overlap = MaskOverlap.of(truth, masks)
+    iou = overlap.iou()
     report.update(iou=_named_iou(iou), mean_iou=_mean_iou(iou))
     for part, keep in (("single", lambda k: k == 1), ("mixture", lambda k: k > 1)):
         idx = [i for i, m in enumerate(maps) if keep(len(m.patterns))]
-        sub = iou_per_class([truth[i] for i in idx], [masks[i] for i in idx])
+        sub = overlap.iou(idx)
         report.update({f"maps_{part}": len(idx), f"iou_{part}": _named_iou(sub),
                        f"mean_iou_{part}": _mean_iou(sub)})
-    present, missed = missed_instances(truth, masks)
+    present, missed = overlap.missed()
     report["missed"] = {name: {"maps": int(present[k + 1]), "missed": int(missed[k + 1])}
                         for k, name in enumerate(DEFECT_PATTERNS)}
     report["die_confusion"] = die_confusion(truth, masks).tolist()

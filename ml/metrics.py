@@ -7,6 +7,8 @@ it without importing torch.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ml.taxonomy import PATTERNS
@@ -118,20 +120,6 @@ def fit_logit_offsets(
     return offsets
 
 
-def iou_per_class(
-    true_masks: list[np.ndarray], pred_masks: list[np.ndarray], n: int = len(PATTERNS)
-) -> np.ndarray:
-    """Dataset-level IoU per code (intersection and union summed over all maps)."""
-    inter = np.zeros(n)
-    union = np.zeros(n)
-    for t, p in zip(true_masks, pred_masks, strict=True):
-        for k in range(n):
-            tk, pk = t == k, p == k
-            inter[k] += np.count_nonzero(tk & pk)
-            union[k] += np.count_nonzero(tk | pk)
-    return np.divide(inter, union, out=np.full(n, np.nan), where=union > 0)
-
-
 def die_confusion(
     true_masks: list[np.ndarray], pred_masks: list[np.ndarray], n: int = len(PATTERNS)
 ) -> np.ndarray:
@@ -151,28 +139,53 @@ def die_confusion(
     )
 
 
-def missed_instances(
-    true_masks: list[np.ndarray],
-    pred_masks: list[np.ndarray],
-    min_dies: int = 5,
-    below: float = 0.1,
-    n: int = len(PATTERNS),
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per code: maps holding at least ``min_dies`` of it, and how many of those it is missed on.
+@dataclass(frozen=True)
+class MaskOverlap:
+    """Per map and code: intersection, union and true die count of two mask sets.
 
-    Missed = per-map IoU of that code under ``below``. Why: dataset-level IoU
-    cannot tell a pattern found everywhere with ragged borders from one
-    found perfectly on some wafers and not at all on others; the two need
-    different fixes (v9 missed a quarter of its evaluation scratches outright).
+    Why one table: the dataset-level IoU, the IoU of any subset of maps
+    (single-pattern maps, mixtures) and the per-map misses are all sums or
+    ratios over it, so the masks are compared once.
     """
-    present = np.zeros(n, dtype=np.int64)
-    missed = np.zeros(n, dtype=np.int64)
-    for t, p in zip(true_masks, pred_masks, strict=True):
-        for k in range(1, n):
-            tk = t == k
-            if np.count_nonzero(tk) < min_dies:
-                continue
-            pk = p == k
-            present[k] += 1
-            missed[k] += np.count_nonzero(tk & pk) < below * np.count_nonzero(tk | pk)
-    return present, missed
+
+    inter: np.ndarray  # (maps, codes)
+    union: np.ndarray  # (maps, codes)
+    true_count: np.ndarray  # (maps, codes)
+
+    @classmethod
+    def of(
+        cls, true_masks: list[np.ndarray], pred_masks: list[np.ndarray], n: int = len(PATTERNS)
+    ) -> MaskOverlap:
+        """Compare each true mask with its predicted one (same shape, codes below ``n``)."""
+        inter = np.zeros((len(true_masks), n), dtype=np.int64)
+        union = np.zeros_like(inter)
+        true_count = np.zeros_like(inter)
+        for i, (t, p) in enumerate(zip(true_masks, pred_masks, strict=True)):
+            t, p = t.ravel(), p.ravel()
+            inter[i] = np.bincount(t[t == p], minlength=n)
+            true_count[i] = np.bincount(t, minlength=n)
+            union[i] = true_count[i] + np.bincount(p, minlength=n) - inter[i]
+        return cls(inter, union, true_count)
+
+    def iou(self, maps: np.ndarray | list[int] | None = None) -> np.ndarray:
+        """IoU per code with intersection and union summed over ``maps`` (all by default).
+
+        NaN for a code that occurs in none of them.
+        """
+        rows = slice(None) if maps is None else np.asarray(maps, dtype=np.int64)
+        inter, union = self.inter[rows].sum(0), self.union[rows].sum(0)
+        return np.divide(inter, union, out=np.full(len(inter), np.nan), where=union > 0)
+
+    def missed(self, min_dies: int = 5, below: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+        """Per code: maps holding at least ``min_dies`` of it, and how many of those it is missed on.
+
+        Missed = per-map IoU of that code under ``below``. Why: dataset-level
+        IoU cannot tell a pattern found everywhere with ragged borders from
+        one found perfectly on some wafers and not at all on others; the two
+        need different fixes (v9 missed a quarter of its evaluation
+        scratches outright). Code 0 (background) is never counted.
+        """
+        present = self.true_count >= min_dies
+        present[:, 0] = False
+        missed = present & (self.inter < below * self.union)
+        return present.sum(0), missed.sum(0)

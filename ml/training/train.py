@@ -58,7 +58,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from ml.data import WaferSet
-from ml.metrics import confusion, iou_per_class, macro_f1, per_class
+from ml.metrics import MaskOverlap, confusion, macro_f1, per_class
 from ml.serving import die_labels_from_probs, run_bucketed
 from ml.synth import N_PATTERNS_P, SynthMap, generate, generate_many, wafer_target
 from ml.taxonomy import DEFECT_PATTERNS, PATTERNS
@@ -179,7 +179,7 @@ def validate(
     cm = confusion(calib.labels, logits.argmax(1))
     synth = run_bucketed([m.dies for m in synth_val], forward, batch_size=64, channels=channels)
     masks = [die_labels_from_probs(m.dies, p) for m, p in zip(synth_val, synth.die_probs)]
-    iou = iou_per_class([m.die_labels for m in synth_val], masks)
+    iou = MaskOverlap.of([m.die_labels for m in synth_val], masks).iou()
     return {
         "macro_f1": macro_f1(cm),
         "recall": {k: round(v["recall"], 3) for k, v in per_class(cm).items()},

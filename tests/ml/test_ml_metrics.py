@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ml.metrics import confusion, die_confusion, fit_logit_offsets, macro_f1, missed_instances
+from ml.metrics import MaskOverlap, confusion, die_confusion, fit_logit_offsets, macro_f1
 
 
 def _logits(labels: np.ndarray, rng: np.random.Generator, n_classes: int = 9) -> np.ndarray:
@@ -77,8 +77,8 @@ def test_die_confusion_counts_every_failing_die_once_where_it_went() -> None:
 
 def test_missed_instances_counts_wafers_where_a_pattern_was_not_found() -> None:
     truth, pred = _scratch_maps()
-    present, missed = missed_instances(truth, pred)
+    present, missed = MaskOverlap.of(truth, pred).missed()
     assert present[8] == 2 and missed[8] == 1  # map 2 has fewer than 5 scratch dies
     assert present[7] == 0  # two random fails per map are below min_dies
-    present, missed = missed_instances(truth, pred, min_dies=2)
+    present, missed = MaskOverlap.of(truth, pred).missed(min_dies=2)
     assert present[7] == 3 and missed[7] == 0
