@@ -85,9 +85,9 @@ class TrainConfig:
     real_per_epoch: int = 6500
     #: The die masks learn from synthetic maps only, so more of them bought
     #: IoU up to here (v13: 4,000 with 60 epochs, 0.823; v12: 2,500 with 42,
-    #: 0.808). Beyond it they did not (v14: 6,000, 0.824), and the larger
-    #: synthetic share of the wafer loss made the wafer head call 83 clean
-    #: real wafers Scratch (v13: 15).
+    #: 0.808). Beyond it they did not (v14: 6,000, 0.824), and the wafer
+    #: head called 83 clean real wafers Scratch (v13: 15); a lower
+    #: ``synth_wafer_weight`` did not undo that (v15, docs/model.md).
     synth_per_epoch: int = 4000
     #: Probabilities of synthetic training maps with 0-4 patterns. The
     #: evaluation maps keep ``N_PATTERNS_P`` (30 % of them mixtures); training
