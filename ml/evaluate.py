@@ -40,7 +40,7 @@ from ml.metrics import (
     sigmoid,
 )
 from ml.serving import WaferModel
-from ml.synth import generate
+from ml.synth import SynthMap, generate
 from ml.taxonomy import DEFECT_PATTERNS, PATTERNS
 
 log = structlog.get_logger(__name__)
@@ -141,6 +141,11 @@ def _mean_iou(iou: np.ndarray) -> float | None:
     return None if np.isnan(defect).all() else float(np.nanmean(defect))
 
 
+def evaluation_maps(n: int) -> list[SynthMap]:
+    """The first ``n`` synthetic evaluation maps (stream SYNTH_EVAL_SEED, never trained on)."""
+    return [generate(SYNTH_EVAL_SEED, i) for i in range(n)]
+
+
 def evaluate_synthetic(model_path: Path, n: int) -> dict[str, object]:
     """Die-level IoU per pattern on ``n`` synthetic maps (seed stream SYNTH_EVAL_SEED).
 
@@ -150,7 +155,7 @@ def evaluate_synthetic(model_path: Path, n: int) -> dict[str, object]:
     outright (per-map IoU under 0.1).
     """
     model = WaferModel.load(model_path)
-    maps = [generate(SYNTH_EVAL_SEED, i) for i in range(n)]
+    maps = evaluation_maps(n)
     preds = model.predict([m.dies for m in maps])
     truth = [m.die_labels for m in maps]
     masks = [p.die_labels for p in preds]

@@ -14,7 +14,7 @@ from PIL import Image
 
 from ml.cli import ML_COMMANDS, evaluate_cmd, predict_cmd
 from ml.data import fit_calib_split, load_die_map, load_npz, stratified_split
-from ml.evaluate import SYNTH_EVAL_SEED
+from ml.evaluate import evaluation_maps
 from ml.synth import generate
 from ml.taxonomy import PATTERNS
 
@@ -57,7 +57,7 @@ def test_evaluate_synthetic_reports_iou(tiny_model: Path, tmp_path: Path) -> Non
     report = json.loads(out.read_text())
     assert set(report["iou"]) == set(PATTERNS[1:])
     assert 0.0 <= report["mean_iou"] <= 1.0
-    maps = [generate(SYNTH_EVAL_SEED, i) for i in range(6)]
+    maps = evaluation_maps(6)
     assert report["maps_single"] == sum(len(m.patterns) == 1 for m in maps)
     assert report["maps_mixture"] == sum(len(m.patterns) > 1 for m in maps)
     cm = np.array(report["die_confusion"])

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import ml.synth
-from ml.evaluate import SYNTH_EVAL_SEED
+from ml.evaluate import SYNTH_EVAL_SEED, evaluation_maps
 from ml.synth import (
     MIXABLE,
     PRECEDENCE,
@@ -86,7 +86,7 @@ def test_the_shipped_synthetic_report_describes_todays_evaluation_maps() -> None
     sum to the true die count per code, a fingerprint of every map.
     """
     report = json.loads((MODELS_DIR / "eval_synthetic.json").read_text())
-    maps = [generate(SYNTH_EVAL_SEED, i) for i in range(int(report["maps"]))]
+    maps = evaluation_maps(int(report["maps"]))
     assert report["seed"] == SYNTH_EVAL_SEED
     assert report["maps_single"] == sum(len(m.patterns) == 1 for m in maps)
     assert report["maps_mixture"] == sum(len(m.patterns) > 1 for m in maps)
