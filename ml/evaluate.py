@@ -31,7 +31,6 @@ from ml.metrics import (
     MaskOverlap,
     confusion,
     decision_macro_f1,
-    die_confusion,
     expected_calibration_error,
     fit_logit_offsets,
     fit_temperature,
@@ -171,7 +170,7 @@ def evaluate_synthetic(model_path: Path, n: int) -> dict[str, object]:
     present, missed = overlap.missed()
     report["missed"] = {name: {"maps": int(present[k + 1]), "missed": int(missed[k + 1])}
                         for k, name in enumerate(DEFECT_PATTERNS)}
-    report["die_confusion"] = die_confusion(truth, masks).tolist()
+    report["die_confusion"] = overlap.die_confusion().tolist()
     return report
 
 

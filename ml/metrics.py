@@ -120,52 +120,54 @@ def fit_logit_offsets(
     return offsets
 
 
-def die_confusion(
-    true_masks: list[np.ndarray], pred_masks: list[np.ndarray], n: int = len(PATTERNS)
-) -> np.ndarray:
-    """Die-level confusion over labelled dies (rows true code, columns predicted code).
-
-    Both masks are non-zero exactly on failing dies, so this counts every
-    failing die once. Why report it: a mean IoU hides *where* a pattern's
-    dies go (v9's Scratch dies went mostly to Random, not to another blob).
-    """
-    labelled = [(t > 0) | (p > 0) for t, p in zip(true_masks, pred_masks, strict=True)]
-    if not labelled:
-        return np.zeros((n, n), dtype=np.int64)
-    return confusion(
-        np.concatenate([t[m] for t, m in zip(true_masks, labelled, strict=True)]),
-        np.concatenate([p[m] for p, m in zip(pred_masks, labelled, strict=True)]),
-        n,
-    )
-
-
 @dataclass(frozen=True)
 class MaskOverlap:
-    """Per map and code: intersection, union and true die count of two mask sets.
+    """Per map, the die confusion of two mask sets (rows true code, columns predicted).
 
     Why one table: the dataset-level IoU, the IoU of any subset of maps
-    (single-pattern maps, mixtures) and the per-map misses are all sums or
-    ratios over it, so the masks are compared once.
+    (single-pattern maps, mixtures), the per-map misses and the die
+    confusion are all sums over it, so the masks are compared once.
     """
 
-    inter: np.ndarray  # (maps, codes)
-    union: np.ndarray  # (maps, codes)
-    true_count: np.ndarray  # (maps, codes)
+    per_map: np.ndarray  # (maps, codes, codes)
 
     @classmethod
     def of(
         cls, true_masks: list[np.ndarray], pred_masks: list[np.ndarray], n: int = len(PATTERNS)
     ) -> MaskOverlap:
         """Compare each true mask with its predicted one (same shape, codes below ``n``)."""
-        inter = np.zeros((len(true_masks), n), dtype=np.int64)
-        union = np.zeros_like(inter)
-        true_count = np.zeros_like(inter)
+        per_map = np.zeros((len(true_masks), n, n), dtype=np.int64)
         for i, (t, p) in enumerate(zip(true_masks, pred_masks, strict=True)):
-            t, p = t.ravel(), p.ravel()
-            inter[i] = np.bincount(t[t == p], minlength=n)
-            true_count[i] = np.bincount(t, minlength=n)
-            union[i] = true_count[i] + np.bincount(p, minlength=n) - inter[i]
-        return cls(inter, union, true_count)
+            pairs = t.ravel().astype(np.int64) * n + p.ravel()
+            per_map[i] = np.bincount(pairs, minlength=n * n).reshape(n, n)
+        return cls(per_map)
+
+    @property
+    def inter(self) -> np.ndarray:
+        """(maps, codes): dies with that code in both masks."""
+        return np.diagonal(self.per_map, axis1=1, axis2=2)
+
+    @property
+    def true_count(self) -> np.ndarray:
+        """(maps, codes): dies with that code in the true mask."""
+        return self.per_map.sum(2)
+
+    @property
+    def union(self) -> np.ndarray:
+        """(maps, codes): dies with that code in either mask."""
+        return self.true_count + self.per_map.sum(1) - self.inter
+
+    def die_confusion(self) -> np.ndarray:
+        """Die-level confusion over labelled dies, summed over maps.
+
+        Both masks are non-zero exactly on failing dies, so leaving out the
+        background-background cell counts every failing die once. Why report
+        it: a mean IoU hides *where* a pattern's dies go (v9's Scratch dies
+        went mostly to Random, not to another blob).
+        """
+        total = self.per_map.sum(0)
+        total[0, 0] = 0
+        return total
 
     def iou(self, maps: np.ndarray | list[int] | None = None) -> np.ndarray:
         """IoU per code with intersection and union summed over ``maps`` (all by default).

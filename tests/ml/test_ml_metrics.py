@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ml.metrics import MaskOverlap, confusion, die_confusion, fit_logit_offsets, macro_f1
+from ml.metrics import MaskOverlap, confusion, fit_logit_offsets, macro_f1
 
 
 def _logits(labels: np.ndarray, rng: np.random.Generator, n_classes: int = 9) -> np.ndarray:
@@ -69,7 +69,7 @@ def _scratch_maps() -> tuple[list[np.ndarray], list[np.ndarray]]:
 
 def test_die_confusion_counts_every_failing_die_once_where_it_went() -> None:
     truth, pred = _scratch_maps()
-    cm = die_confusion(truth, pred)
+    cm = MaskOverlap.of(truth, pred).die_confusion()
     assert cm.sum() == sum(int(np.count_nonzero(t)) for t in truth) == 22
     assert cm[8, 8] == 10 and cm[8, 7] == 6 and cm[7, 7] == 6
     assert cm[0].sum() == cm[:, 0].sum() == 0  # pass dies are not counted
@@ -82,3 +82,14 @@ def test_missed_instances_counts_wafers_where_a_pattern_was_not_found() -> None:
     assert present[7] == 0  # two random fails per map are below min_dies
     present, missed = MaskOverlap.of(truth, pred).missed(min_dies=2)
     assert present[7] == 3 and missed[7] == 0
+
+
+def test_iou_sums_intersection_and_union_over_the_chosen_maps() -> None:
+    truth, pred = _scratch_maps()
+    overlap = MaskOverlap.of(truth, pred)
+    iou = overlap.iou()
+    # Scratch: 16 true dies, 10 predicted, all 10 right; Random: 6 true, 12 predicted.
+    assert iou[8] == 10 / 16 and iou[7] == 6 / 12
+    assert np.isnan(iou[1])  # Center occurs on no map
+    assert overlap.iou([0, 2])[8] == overlap.iou([0, 2])[7] == 1.0
+    assert overlap.iou([1])[8] == 0.0
