@@ -88,9 +88,17 @@ def file_hash(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:8]
 
 
-def base_card(net: WaferNet, ck: dict[str, object], model_path: Path) -> dict[str, object]:
-    """Model-card fields known right after export (calibration and metrics come later)."""
+def base_card(
+    net: WaferNet, ck: dict[str, object], model_path: Path, history: list[dict[str, object]] | None = None
+) -> dict[str, object]:
+    """Model-card fields known right after export (calibration and metrics come later).
+
+    ``history`` is the run's per-epoch record (``history.json``). Why it is
+    needed: the checkpoint's state is a snapshot from the epoch it was saved
+    in, so it knows the best epoch but not how many epochs ran after it.
+    """
     state = ck.get("state", {})
+    history = history or []
     short = {"mobilenet_v2": "mnv2", "tu-mobilenetv3_small_100": "mnv3s"}.get(
         net.cfg.encoder, net.cfg.encoder
     )
@@ -107,8 +115,9 @@ def base_card(net: WaferNet, ck: dict[str, object], model_path: Path) -> dict[st
         "thresholds": {},
         "train_config": ck.get("config"),
         "training": {
-            "epochs_run": state.get("epoch") if isinstance(state, dict) else None,
-            "elapsed_s": state.get("elapsed_s") if isinstance(state, dict) else None,
+            "epochs_run": len(history) or None,
+            "elapsed_s": history[-1]["elapsed_s"] if history else None,
+            "best_epoch": state.get("epoch") if isinstance(state, dict) else None,
             "best_calib_macro_f1": state.get("best_f1") if isinstance(state, dict) else None,
         },
     }
@@ -119,7 +128,9 @@ def export_checkpoint(checkpoint: Path, out_dir: Path) -> Path:
     net, ck = load_checkpoint(checkpoint)
     model_path = out_dir / "model.onnx"
     export_onnx(net, model_path)
-    card = base_card(net, ck, model_path)
+    history_path = checkpoint.parent / "history.json"
+    history = json.loads(history_path.read_text()) if history_path.exists() else None
+    card = base_card(net, ck, model_path, history)
     (out_dir / "model_card.json").write_text(json.dumps(card, indent=2))
     return model_path
 

@@ -130,6 +130,15 @@ def test_onnx_export_matches_pytorch(trained_run: Path, tiny_model: Path) -> Non
     assert shapes[0][0] == "batch" and shapes[0][2] == "height"
 
 
+def test_the_card_counts_the_epochs_run_not_the_best_one(trained_run: Path, tiny_model: Path) -> None:
+    history = json.loads((trained_run / "history.json").read_text())
+    training = json.loads((tiny_model.parent / "model_card.json").read_text())["training"]
+    best = torch.load(trained_run / "best.pt", weights_only=False)["state"]
+    assert training["epochs_run"] == len(history) == 2
+    assert training["elapsed_s"] == history[-1]["elapsed_s"]
+    assert training["best_epoch"] == best["epoch"] and training["best_calib_macro_f1"] == best["best_f1"]
+
+
 def test_static_int8_graph_runs_and_keeps_the_contract(tiny_model: Path, tmp_path: Path) -> None:
     import shutil
 
