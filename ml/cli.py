@@ -22,10 +22,12 @@ REPRODUCE = "waferstream train --out runs/default --ship ml/models"
 
 
 def ship(
-    checkpoint: Path, out_dir: Path, data_dir: Path, synth_maps: int = 500,
+    checkpoint: Path, out_dir: Path, data_dir: Path, synth_maps: int | None = None,
     int8_dir: Path | None = None,
 ) -> Path:
     """Export, check parity, calibrate, evaluate (real test file + synthetic), write the card.
+
+    ``synth_maps`` defaults to ``ml.evaluate.SYNTH_EVAL_MAPS``.
 
     With ``int8_dir``, also tries the static INT8 graph (see ``try_int8``).
     """
@@ -94,7 +96,14 @@ def run_evaluate(
 ) -> dict[str, object]:
     """Evaluate on a wm811k npz or on synthetic maps; update the model card beside the model."""
     from ml.data import load_npz
-    from ml.evaluate import confusion_png, evaluate_real, evaluate_synthetic, format_score, update_card
+    from ml.evaluate import (
+        SYNTH_EVAL_MAPS,
+        confusion_png,
+        evaluate_real,
+        evaluate_synthetic,
+        format_score,
+        update_card,
+    )
 
     if dataset is not None:
         report = evaluate_real(model_path, load_npz(dataset), str(dataset.name))
@@ -113,7 +122,7 @@ def run_evaluate(
         for name, s in report["per_class"].items():  # type: ignore[union-attr]
             click.echo(f"  {name:10s} P {s['precision']:.3f} R {s['recall']:.3f} n={s['support']}")
     else:
-        report = evaluate_synthetic(model_path, int(synthetic or 500))
+        report = evaluate_synthetic(model_path, synthetic or SYNTH_EVAL_MAPS)
         update_card(model_path.parent, {"eval_synthetic": report})
         click.echo(f"synthetic die-level mean IoU {format_score(report['mean_iou'])} (single-pattern maps "
                    f"{format_score(report['mean_iou_single'])}, mixtures {format_score(report['mean_iou_mixture'])})")

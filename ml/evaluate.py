@@ -46,6 +46,13 @@ log = structlog.get_logger(__name__)
 
 #: Synthetic evaluation stream (training uses 1, validation 2).
 SYNTH_EVAL_SEED: Final[int] = 3
+#: Maps in the shipped synthetic evaluation. Why 2,000 and not the earlier
+#: 500: the die-level mIoU of one model (v13) on disjoint 500-map blocks of
+#: streams 2, 3 and 5 ranged from 0.780 to 0.827, so a 500-map figure could
+#: pass or miss the 0.85 bar by sample luck; over 2,000 maps the blocks
+#: average out (v13: 0.819 on stream 3, 0.802 on 2, 0.813 on 5), and the
+#: evaluation still takes seconds.
+SYNTH_EVAL_MAPS: Final[int] = 2000
 CARD_JSON: Final[str] = "model_card.json"
 CARD_MD: Final[str] = "model_card.md"
 

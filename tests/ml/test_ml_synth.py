@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import ml.synth
-from ml.evaluate import SYNTH_EVAL_SEED, evaluation_maps
+from ml.evaluate import SYNTH_EVAL_MAPS, SYNTH_EVAL_SEED, evaluation_maps
 from ml.synth import (
     MIXABLE,
     PRECEDENCE,
@@ -87,7 +87,7 @@ def test_the_shipped_synthetic_report_describes_todays_evaluation_maps() -> None
     """
     report = json.loads((MODELS_DIR / "eval_synthetic.json").read_text())
     maps = evaluation_maps(int(report["maps"]))
-    assert report["seed"] == SYNTH_EVAL_SEED
+    assert report["seed"] == SYNTH_EVAL_SEED and report["maps"] == SYNTH_EVAL_MAPS
     assert report["maps_single"] == sum(len(m.patterns) == 1 for m in maps)
     assert report["maps_mixture"] == sum(len(m.patterns) > 1 for m in maps)
     true_dies = np.bincount(np.concatenate([m.die_labels.ravel() for m in maps]), minlength=len(PATTERNS))
