@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
@@ -89,7 +90,7 @@ def file_hash(path: Path) -> str:
 
 
 def base_card(
-    net: WaferNet, ck: dict[str, object], model_path: Path, history: list[dict[str, object]] | None = None
+    net: WaferNet, ck: dict[str, object], model_path: Path, history: Sequence[Mapping[str, object]] = ()
 ) -> dict[str, object]:
     """Model-card fields known right after export (calibration and metrics come later).
 
@@ -98,7 +99,6 @@ def base_card(
     in, so it knows the best epoch but not how many epochs ran after it.
     """
     state = ck.get("state", {})
-    history = history or []
     short = {"mobilenet_v2": "mnv2", "tu-mobilenetv3_small_100": "mnv3s"}.get(
         net.cfg.encoder, net.cfg.encoder
     )
@@ -129,7 +129,7 @@ def export_checkpoint(checkpoint: Path, out_dir: Path) -> Path:
     model_path = out_dir / "model.onnx"
     export_onnx(net, model_path)
     history_path = checkpoint.parent / "history.json"
-    history = json.loads(history_path.read_text()) if history_path.exists() else None
+    history = json.loads(history_path.read_text()) if history_path.exists() else ()
     card = base_card(net, ck, model_path, history)
     (out_dir / "model_card.json").write_text(json.dumps(card, indent=2))
     return model_path

@@ -175,7 +175,8 @@ class MaskOverlap:
         NaN for a code that occurs in none of them.
         """
         rows = slice(None) if maps is None else np.asarray(maps, dtype=np.int64)
-        inter, union = self.inter[rows].sum(0), self.union[rows].sum(0)
+        pooled = MaskOverlap(self.per_map[rows].sum(0, keepdims=True))
+        inter, union = pooled.inter[0], pooled.union[0]
         return np.divide(inter, union, out=np.full(len(inter), np.nan), where=union > 0)
 
     def missed(self, min_dies: int = 5, below: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
