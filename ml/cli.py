@@ -131,6 +131,8 @@ def run_evaluate(
             click.echo(f"  {name:10s} IoU {format_score(v)}  single {format_score(report['iou_single'][name])}"  # type: ignore[index]
                        f"  mixture {format_score(report['iou_mixture'][name])}"  # type: ignore[index]
                        f"  missed on {m['missed']}/{m['maps']} wafers")
+        click.echo(f"outside the {report['overlap_dies']} overlap dies: mean IoU "
+                   f"{format_score(report['mean_iou_outside_overlaps'])}")
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(report, indent=2) + "\n")

@@ -157,8 +157,13 @@ def evaluate_synthetic(model_path: Path, n: int) -> dict[str, object]:
 
     Besides the headline IoU it breaks the result down the ways that have
     told the fixes apart: single-pattern maps against mixtures, the die
-    confusion matrix, and per pattern how many wafers it was missed on
-    outright (per-map IoU under 0.1).
+    confusion matrix, per pattern how many wafers it was missed on outright
+    (per-map IoU under 0.1), and the IoU outside the dies where two pattern
+    regions overlap (``SynthMap.overlap``), with how those dies were labelled.
+    Why the last: there the true code is a precedence convention the map
+    does not show (v13: 1.3 % of failing dies, Scratch right on 4 % of its;
+    mean IoU 0.842 without them, 0.819 with), so a model gains mostly
+    elsewhere; the headline IoU, the bar, still counts them.
     """
     model = WaferModel.load(model_path)
     maps = evaluation_maps(n)
@@ -178,7 +183,27 @@ def evaluate_synthetic(model_path: Path, n: int) -> dict[str, object]:
     report["missed"] = {name: {"maps": int(present[k + 1]), "missed": int(missed[k + 1])}
                         for k, name in enumerate(DEFECT_PATTERNS)}
     report["die_confusion"] = overlap.die_confusion().tolist()
+    report.update(_overlap_breakdown(maps, truth, masks))
     return report
+
+
+def _overlap_breakdown(
+    maps: list[SynthMap], truth: list[np.ndarray], masks: list[np.ndarray]
+) -> dict[str, object]:
+    """IoU with overlap dies left out, and per true code how many overlap dies were labelled right."""
+    outside = MaskOverlap.of([np.where(m.overlap, 0, t) for m, t in zip(maps, truth, strict=True)],
+                             [np.where(m.overlap, 0, p) for m, p in zip(maps, masks, strict=True)])
+    inside = MaskOverlap.of([np.where(m.overlap, t, 0) for m, t in zip(maps, truth, strict=True)],
+                            [np.where(m.overlap, p, 0) for m, p in zip(maps, masks, strict=True)])
+    iou = outside.iou()
+    dies, right = inside.true_count.sum(0), inside.inter.sum(0)
+    return {
+        "overlap_dies": int(dies[1:].sum()),
+        "overlap": {name: {"dies": int(dies[k + 1]), "correct": int(right[k + 1])}
+                    for k, name in enumerate(DEFECT_PATTERNS) if dies[k + 1] > 0},
+        "iou_outside_overlaps": _named_iou(iou),
+        "mean_iou_outside_overlaps": _mean_iou(iou),
+    }
 
 
 def confusion_png(cm: np.ndarray, labels: list[str] | tuple[str, ...]) -> bytes:
@@ -230,15 +255,23 @@ def _synthetic_markdown(synth: dict[str, object]) -> list[str]:
     assert isinstance(iou, dict)
     single, mixed, missed = (synth.get(k) or {} for k in ("iou_single", "iou_mixture", "missed"))
     assert isinstance(single, dict) and isinstance(mixed, dict) and isinstance(missed, dict)
+    outside, in_overlap = (synth.get(k) or {} for k in ("iou_outside_overlaps", "overlap"))
+    assert isinstance(outside, dict) and isinstance(in_overlap, dict)
     lines += [f"| pattern | IoU | single-pattern maps ({synth.get('maps_single', '-')}) | "
-              f"mixtures ({synth.get('maps_mixture', '-')}) | wafers missed (IoU < 0.1) |",
-              "|---|---:|---:|---:|---:|"]
+              f"mixtures ({synth.get('maps_mixture', '-')}) | wafers missed (IoU < 0.1) | "
+              f"outside overlaps | overlap dies labelled right |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
     for name, v in iou.items():
-        m = missed.get(name)
+        m, o = missed.get(name), in_overlap.get(name)
         miss = f"{m['missed']} / {m['maps']}" if m else "-"
-        lines.append(f"| {name} | {format_score(v)} | {format_score(single.get(name))} | {format_score(mixed.get(name))} | {miss} |")
+        right = f"{o['correct']} / {o['dies']}" if o else "-"
+        lines.append(f"| {name} | {format_score(v)} | {format_score(single.get(name))} | "
+                     f"{format_score(mixed.get(name))} | {miss} | {format_score(outside.get(name))} | {right} |")
     lines += [f"| **mean** | **{format_score(synth['mean_iou'])}** | {format_score(synth.get('mean_iou_single'))} | "
-              f"{format_score(synth.get('mean_iou_mixture'))} | |", ""]
+              f"{format_score(synth.get('mean_iou_mixture'))} | | "
+              f"{format_score(synth.get('mean_iou_outside_overlaps'))} | {synth.get('overlap_dies', '-')} dies |", "",
+              "Overlaps: failing dies inside two or more pattern regions, where the true code",
+              "follows the generator's precedence rule rather than anything the map shows.", ""]
     cm = synth.get("die_confusion")
     if isinstance(cm, list):
         lines += ["Failing dies, rows true pattern, columns predicted:", "",

@@ -12,6 +12,11 @@ regions overlap, the pattern later in ``PRECEDENCE`` wins); every other
 failing die is an isolated fail and gets ``Random``. Passing dies and
 off-wafer positions are 0.
 
+Where two regions overlap, the label is a convention, not something the map
+shows: a die there fails with either pattern's density, so a scratch
+through a dense centre blob leaves no trace inside the blob. ``SynthMap.overlap``
+marks those dies so an evaluation can say how much of its error lies there.
+
 Everything is driven by one ``numpy.random.Generator`` seeded per map, so map
 ``i`` of seed ``s`` is the same on every machine and in every order.
 """
@@ -53,6 +58,7 @@ class SynthMap:
     dies: np.ndarray  # uint8 (rows, cols): 0 no die, 1 pass, 2 fail
     die_labels: np.ndarray  # uint8 (rows, cols): 0 background, k = PATTERNS[k]
     patterns: tuple[str, ...]  # defect patterns present; empty means "none"
+    overlap: np.ndarray  # bool (rows, cols): on-wafer dies inside two or more pattern regions
 
 
 @dataclass(frozen=True)
@@ -219,13 +225,18 @@ def generate(
         region &= g.on
         fail |= region & (rng.random(dies.shape) < density)
         regions[name] = region
-    for name in sorted(regions, key=PRECEDENCE.index):
-        if name != "Random":  # Random fails are isolated: they keep the Random code below
-            labels[regions[name]] = pattern_index(name)
+    # Random is a density regime over the whole wafer, not a region a die can be "in":
+    # its fails keep the Random code below and it overlaps nothing.
+    shaped = {name: regions[name] for name in sorted(regions, key=PRECEDENCE.index) if name != "Random"}
+    for name, region in shaped.items():
+        labels[region] = pattern_index(name)
+    covered = np.zeros(dies.shape, dtype=np.int64)
+    for region in shaped.values():
+        covered += region
     dies[fail] = 2
     labels[~fail] = 0
     labels[fail & (labels == 0)] = RANDOM
-    return SynthMap(dies=dies, die_labels=labels, patterns=chosen)
+    return SynthMap(dies=dies, die_labels=labels, patterns=chosen, overlap=covered >= 2)
 
 
 def generate_many(

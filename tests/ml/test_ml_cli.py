@@ -14,7 +14,8 @@ from PIL import Image
 
 from ml.cli import ML_COMMANDS, evaluate_cmd, predict_cmd
 from ml.data import fit_calib_split, load_die_map, load_npz, stratified_split
-from ml.evaluate import evaluation_maps
+from ml.evaluate import evaluate_synthetic, evaluation_maps
+from ml.serving import WaferModel
 from ml.synth import generate
 from ml.taxonomy import PATTERNS
 
@@ -51,13 +52,13 @@ def test_evaluate_synthetic_reports_iou(tiny_model: Path, tmp_path: Path) -> Non
     model = _copy_model(tiny_model, tmp_path / "m")
     out = tmp_path / "synth.json"
     res = CliRunner().invoke(
-        evaluate_cmd, ["--synthetic", "6", "--model", str(model), "--json", str(out)]
+        evaluate_cmd, ["--synthetic", "10", "--model", str(model), "--json", str(out)]
     )
     assert res.exit_code == 0, res.output
     report = json.loads(out.read_text())
     assert set(report["iou"]) == set(PATTERNS[1:])
     assert 0.0 <= report["mean_iou"] <= 1.0
-    maps = evaluation_maps(6)
+    maps = evaluation_maps(10)
     assert report["maps_single"] == sum(len(m.patterns) == 1 for m in maps)
     assert report["maps_mixture"] == sum(len(m.patterns) > 1 for m in maps)
     cm = np.array(report["die_confusion"])
@@ -67,7 +68,32 @@ def test_evaluate_synthetic_reports_iou(tiny_model: Path, tmp_path: Path) -> Non
         assert m["maps"] == sum(int((s.die_labels == code).sum()) >= 5 for s in maps)
         assert 0 <= m["missed"] <= m["maps"]
     assert "mixtures" in res.output and "missed on" in res.output
+    assert "outside the" in res.output
     assert "wafers missed" in (model.parent / "model_card.md").read_text()
+
+
+def test_evaluate_synthetic_scores_overlap_dies_apart(tiny_model: Path) -> None:
+    """The IoU outside overlaps leaves exactly the overlap dies out; they are tallied apart."""
+    maps = evaluation_maps(10)
+    overlap_fails = [m.overlap & (m.dies == 2) for m in maps]
+    assert sum(int(o.sum()) for o in overlap_fails) > 0, "map 9 of the stream is a mixture with overlaps"
+    report = evaluate_synthetic(tiny_model, 10)
+    preds = WaferModel.load(tiny_model).predict([m.dies for m in maps])
+    truth = np.concatenate([m.die_labels[(m.dies == 2) & ~m.overlap] for m in maps])
+    guess = np.concatenate([p.die_labels[(m.dies == 2) & ~m.overlap] for m, p in zip(maps, preds)])
+    for name, iou in report["iou_outside_overlaps"].items():
+        code = PATTERNS.index(name)
+        union = int(((truth == code) | (guess == code)).sum())
+        assert (iou is None) == (union == 0)
+        if union:
+            assert iou == pytest.approx(int(((truth == code) & (guess == code)).sum()) / union)
+    assert report["overlap_dies"] == sum(int(o.sum()) for o in overlap_fails)
+    for name, tally in report["overlap"].items():
+        code = PATTERNS.index(name)
+        in_truth = [(m.die_labels == code) & o for m, o in zip(maps, overlap_fails)]
+        assert tally["dies"] == sum(int(t.sum()) for t in in_truth)
+        assert tally["correct"] == sum(int((t & (p.die_labels == code)).sum())
+                                       for t, p in zip(in_truth, preds))
 
 
 def test_calibration_stores_a_positive_temperature(tiny_model: Path, real_fixture: Path, tmp_path: Path) -> None:

@@ -68,6 +68,21 @@ def test_overlaps_take_the_later_pattern_in_precedence_whatever_the_painting_ord
     assert set(np.unique(m.die_labels[m.dies == 2])) == {pattern_index(top)}
 
 
+def test_overlap_marks_dies_inside_two_pattern_regions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Overlap: two painted regions cover the die; Random, a density regime, covers none."""
+    half = {"Center": lambda g: g.x < 0.2, "Scratch": lambda g: g.x > -0.2}
+    for name, side in half.items():
+        monkeypatch.setitem(ml.synth.PAINTERS, name, lambda g, rng, side=side: (side(g), 1.0))
+    m = generate(3, 0, patterns=("Center", "Scratch"))
+    on = m.dies > 0
+    cols = (np.arange(m.dies.shape[1]) + 0.5 - m.dies.shape[1] / 2) / (m.dies.shape[1] / 2)
+    both = np.broadcast_to((cols > -0.2) & (cols < 0.2), m.dies.shape)
+    assert m.overlap.any() and np.array_equal(m.overlap, both & on)
+    assert set(np.unique(m.die_labels[m.overlap])) == {pattern_index("Scratch")}
+    assert not generate(3, 0, patterns=("Random", "Center")).overlap.any()
+    assert not generate(3, 0, patterns=("Scratch",)).overlap.any()
+
+
 def test_pattern_count_distribution_is_a_parameter() -> None:
     """Training may ask for more mixtures than the evaluation maps hold."""
     mixtures_only = generate_many(5, 60, n_patterns_p=(0.0, 0.0, 0.5, 0.3, 0.2))
@@ -92,3 +107,4 @@ def test_the_shipped_synthetic_report_describes_todays_evaluation_maps() -> None
     assert report["maps_mixture"] == sum(len(m.patterns) > 1 for m in maps)
     true_dies = np.bincount(np.concatenate([m.die_labels.ravel() for m in maps]), minlength=len(PATTERNS))
     assert np.array(report["die_confusion"]).sum(1)[1:].tolist() == true_dies[1:].tolist()
+    assert report["overlap_dies"] == sum(int((m.overlap & (m.dies == 2)).sum()) for m in maps)
