@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from ml.cli import ML_COMMANDS, evaluate_cmd, predict_cmd
+from ml.cli import ML_COMMANDS, GraphScore, evaluate_cmd, int8_earns_it, predict_cmd
 from ml.data import fit_calib_split, load_die_map, load_npz, stratified_split
 from ml.evaluate import evaluate_synthetic, evaluation_maps
 from ml.serving import WaferModel
@@ -146,6 +146,22 @@ def test_real_split_holds_every_class() -> None:
     fit, calib = fit_calib_split()
     assert set(calib.labels.tolist()) == set(range(9))
     assert len(fit) + len(calib) == 18030
+
+
+@pytest.mark.parametrize(
+    ("int8_f1", "int8_iou", "int8_ms", "adopted"),
+    [
+        (0.902, 0.805, 0.8, True),  # within a point on both, faster
+        (0.902, 0.779, 0.8, False),  # v18: macro-F1 kept, die masks 3 points worse
+        (0.894, 0.809, 0.8, False),  # masks kept, macro-F1 1.2 points worse
+        (0.906, 0.809, 1.3, False),  # as good, but slower
+    ],
+)
+def test_int8_must_keep_both_the_wafer_score_and_the_die_masks(
+    int8_f1: float, int8_iou: float, int8_ms: float, adopted: bool
+) -> None:
+    fp32 = GraphScore(macro_f1=0.906, mean_iou=0.809)
+    assert int8_earns_it(fp32, GraphScore(int8_f1, int8_iou), 1.2, int8_ms) is adopted
 
 
 @pytest.mark.parametrize("int8_faster", [True, False])
