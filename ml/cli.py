@@ -35,7 +35,7 @@ def ship(
     import torch
 
     from ml.data import fit_calib_split
-    from ml.evaluate import calibrate, update_card
+    from ml.evaluate import SYNTH_EVAL_MAPS, calibrate, update_card
     from ml.export import export_checkpoint, parity
     from ml.training.train import load_checkpoint
 
@@ -48,6 +48,8 @@ def ship(
     _, calib = fit_calib_split(data_dir)
     calibrate(model_path, calib)
     update_card(out_dir, {"onnx_parity_max_abs_diff": diff, "reproduce": REPRODUCE})
+    # One map count for FP32 and INT8, so their IoUs are comparable.
+    synth_maps = synth_maps or SYNTH_EVAL_MAPS
     real = run_evaluate(model_path, data_dir / TEST_FILE, None, out_dir / "eval_real.json")
     synth = run_evaluate(model_path, None, synth_maps, out_dir / "eval_synthetic.json")
     fp32 = GraphScore(float(real["macro_f1"]), synth["mean_iou"])  # type: ignore[arg-type]
@@ -79,15 +81,16 @@ def int8_earns_it(fp32: GraphScore, int8: GraphScore, fp32_ms: float, int8_ms: f
     mean IoU fell 3 points (0.779 against 0.809; Edge-Loc on single-pattern
     maps 0.529 against 0.859), and the F1-only rule adopted it.
     """
-    iou_kept = (fp32.mean_iou is None or int8.mean_iou is not None
-                and int8.mean_iou >= fp32.mean_iou - INT8_MAX_LOSS)
+    iou_kept = fp32.mean_iou is None or (
+        int8.mean_iou is not None and int8.mean_iou >= fp32.mean_iou - INT8_MAX_LOSS
+    )
     return (int8.macro_f1 >= fp32.macro_f1 - INT8_MAX_LOSS and iou_kept
             and int8_ms < fp32_ms)
 
 
 def try_int8(
     model_path: Path, int8_dir: Path, calib: WaferSet, data_dir: Path, fp32: GraphScore,
-    synth_maps: int | None = None,
+    synth_maps: int,
 ) -> bool:
     """Quantise (static QDQ on real calib maps), measure, and adopt INT8 only if it earns it.
 
@@ -99,7 +102,7 @@ def try_int8(
     """
     from ml.benchmark import compare
     from ml.data import load_npz
-    from ml.evaluate import SYNTH_EVAL_MAPS, evaluate_real, evaluate_synthetic, update_card
+    from ml.evaluate import evaluate_real, evaluate_synthetic, update_card
     from ml.quantize import quantize
     from ml.serving import WaferModel, mc_head_path
 
@@ -108,7 +111,7 @@ def try_int8(
         shutil.copy(f, int8_dir / f.name)
     q_path = quantize(model_path, int8_dir / model_path.name, calib.maps[:512])
     q_f1 = float(evaluate_real(q_path, load_npz(data_dir / TEST_FILE), TEST_FILE)["macro_f1"])  # type: ignore[arg-type]
-    q_iou = evaluate_synthetic(q_path, synth_maps or SYNTH_EVAL_MAPS)["mean_iou"]
+    q_iou = evaluate_synthetic(q_path, synth_maps)["mean_iou"]
     small = [m for m in calib.maps if max(m.shape) <= 64][:400]
     fp32_ms, int8_ms = compare(WaferModel.load(model_path), WaferModel.load(q_path), small)
     adopt = int8_earns_it(fp32, GraphScore(q_f1, q_iou), fp32_ms, int8_ms)  # type: ignore[arg-type]

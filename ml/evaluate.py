@@ -183,14 +183,18 @@ def evaluate_synthetic(model_path: Path, n: int) -> dict[str, object]:
     report["missed"] = {name: {"maps": int(present[k + 1]), "missed": int(missed[k + 1])}
                         for k, name in enumerate(DEFECT_PATTERNS)}
     report["die_confusion"] = overlap.die_confusion().tolist()
-    report.update(_overlap_breakdown(maps, truth, masks))
+    report.update(overlap_breakdown(maps, truth, masks))
     return report
 
 
-def _overlap_breakdown(
+def overlap_breakdown(
     maps: list[SynthMap], truth: list[np.ndarray], masks: list[np.ndarray]
 ) -> dict[str, object]:
-    """IoU with overlap dies left out, and per true code how many overlap dies were labelled right."""
+    """IoU with overlap dies left out, and per true code how many overlap dies were labelled right.
+
+    ``truth`` and ``masks`` are per-map die codes (non-zero only on failing
+    dies); a code appears in ``overlap`` only if some overlap die has it.
+    """
     outside = MaskOverlap.of([np.where(m.overlap, 0, t) for m, t in zip(maps, truth, strict=True)],
                              [np.where(m.overlap, 0, p) for m, p in zip(maps, masks, strict=True)])
     inside = MaskOverlap.of([np.where(m.overlap, t, 0) for m, t in zip(maps, truth, strict=True)],
@@ -249,7 +253,7 @@ def format_score(v: object) -> str:
 
 
 def _synthetic_markdown(synth: dict[str, object]) -> list[str]:
-    """IoU table (all / single-pattern / mixture maps, wafers missed) and die confusion."""
+    """IoU table (all / single-pattern / mixture maps, wafers missed, outside overlaps) and die confusion."""
     lines = [f"## Synthetic die-level IoU ({synth['maps']} maps, seed {synth['seed']})", ""]
     iou = synth["iou"]
     assert isinstance(iou, dict)
@@ -269,9 +273,10 @@ def _synthetic_markdown(synth: dict[str, object]) -> list[str]:
                      f"{format_score(mixed.get(name))} | {miss} | {format_score(outside.get(name))} | {right} |")
     lines += [f"| **mean** | **{format_score(synth['mean_iou'])}** | {format_score(synth.get('mean_iou_single'))} | "
               f"{format_score(synth.get('mean_iou_mixture'))} | | "
-              f"{format_score(synth.get('mean_iou_outside_overlaps'))} | {synth.get('overlap_dies', '-')} dies |", "",
-              "Overlaps: failing dies inside two or more pattern regions, where the true code",
-              "follows the generator's precedence rule rather than anything the map shows.", ""]
+              f"{format_score(synth.get('mean_iou_outside_overlaps'))} | {synth.get('overlap_dies', '-')} dies |", ""]
+    if "overlap_dies" in synth:
+        lines += ["Overlaps: failing dies inside two or more pattern regions, where the true code",
+                  "follows the generator's precedence rule rather than anything the map shows.", ""]
     cm = synth.get("die_confusion")
     if isinstance(cm, list):
         lines += ["Failing dies, rows true pattern, columns predicted:", "",

@@ -58,7 +58,9 @@ class SynthMap:
     dies: np.ndarray  # uint8 (rows, cols): 0 no die, 1 pass, 2 fail
     die_labels: np.ndarray  # uint8 (rows, cols): 0 background, k = PATTERNS[k]
     patterns: tuple[str, ...]  # defect patterns present; empty means "none"
-    overlap: np.ndarray  # bool (rows, cols): on-wafer dies inside two or more pattern regions
+    #: bool (rows, cols): on-wafer dies, failing or not, inside two or more
+    #: pattern regions (Random, a density regime, has no region).
+    overlap: np.ndarray
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ from PIL import Image
 
 from ml.cli import ML_COMMANDS, GraphScore, evaluate_cmd, int8_earns_it, predict_cmd
 from ml.data import fit_calib_split, load_die_map, load_npz, stratified_split
-from ml.evaluate import evaluate_synthetic, evaluation_maps
+from ml.evaluate import evaluate_synthetic, evaluation_maps, overlap_breakdown
 from ml.serving import WaferModel
-from ml.synth import generate
+from ml.synth import SynthMap, generate
 from ml.taxonomy import PATTERNS
 
 
@@ -155,13 +155,41 @@ def test_real_split_holds_every_class() -> None:
         (0.902, 0.779, 0.8, False),  # v18: macro-F1 kept, die masks 3 points worse
         (0.894, 0.809, 0.8, False),  # masks kept, macro-F1 1.2 points worse
         (0.906, 0.809, 1.3, False),  # as good, but slower
+        (0.896, 0.799, 0.8, True),  # exactly one point lower on both: still within
+        (0.902, None, 0.8, False),  # no IoU measured for INT8: not cleared
     ],
 )
 def test_int8_must_keep_both_the_wafer_score_and_the_die_masks(
-    int8_f1: float, int8_iou: float, int8_ms: float, adopted: bool
+    int8_f1: float, int8_iou: float | None, int8_ms: float, adopted: bool
 ) -> None:
     fp32 = GraphScore(macro_f1=0.906, mean_iou=0.809)
     assert int8_earns_it(fp32, GraphScore(int8_f1, int8_iou), 1.2, int8_ms) is adopted
+
+
+def test_int8_is_judged_on_macro_f1_alone_when_no_pattern_gave_an_iou() -> None:
+    no_iou = GraphScore(macro_f1=0.906, mean_iou=None)
+    assert int8_earns_it(no_iou, GraphScore(0.902, None), 1.2, 0.8)
+    assert not int8_earns_it(no_iou, GraphScore(0.890, None), 1.2, 0.8)
+
+
+def test_overlap_breakdown_leaves_overlap_dies_out_and_tallies_them() -> None:
+    """Hand-counted: one map, codes 1 (Center) and 8 (Scratch), three overlap dies."""
+    c, s = PATTERNS.index("Center"), PATTERNS.index("Scratch")
+    truth = np.array([[c, c, s, s, 0], [c, s, s, 0, 0]], dtype=np.uint8)
+    guess = np.array([[c, s, s, c, 0], [c, c, s, 0, 0]], dtype=np.uint8)
+    overlap = np.array([[0, 0, 1, 1, 1], [0, 0, 0, 0, 0]], dtype=bool)  # (0, 4) passes
+    m = SynthMap(dies=np.where(truth > 0, 2, 1).astype(np.uint8), die_labels=truth,
+                 patterns=("Center", "Scratch"), overlap=overlap)
+    out = overlap_breakdown([m], [truth], [guess])
+    assert out["overlap_dies"] == 2
+    assert out["overlap"] == {"Scratch": {"dies": 2, "correct": 1}}
+    iou = out["iou_outside_overlaps"]
+    # Outside overlaps: Center true at (0,0) (0,1) (1,0), guessed at (0,0) (1,1) (1,0).
+    assert iou["Center"] == pytest.approx(2 / 4)
+    # Scratch true at (1,1) (1,2), guessed at (0,1) (1,2).
+    assert iou["Scratch"] == pytest.approx(1 / 3)
+    assert set(k for k, v in iou.items() if v is not None) == {"Center", "Scratch"}
+    assert out["mean_iou_outside_overlaps"] == pytest.approx((2 / 4 + 1 / 3) / 2)
 
 
 @pytest.mark.parametrize("int8_faster", [True, False])
@@ -172,8 +200,8 @@ def test_ship_writes_a_card_that_describes_the_shipped_graph(  # type: ignore[no
     """Whether or not INT8 is adopted, the card's evaluations are those of the file that ships.
 
     The latency comparison is pinned (a tiny model's timing is noise), so both
-    branches of the adoption rule run; the tiny model's macro-F1 is the same
-    in FP32 and INT8, so speed decides.
+    branches of the adoption rule run; the tiny model's macro-F1 and mean IoU
+    stay within a point in INT8, so speed decides.
     """
     import ml.benchmark
     from ml.cli import ship
