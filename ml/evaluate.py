@@ -183,23 +183,24 @@ def evaluate_synthetic(model_path: Path, n: int) -> dict[str, object]:
     report["missed"] = {name: {"maps": int(present[k + 1]), "missed": int(missed[k + 1])}
                         for k, name in enumerate(DEFECT_PATTERNS)}
     report["die_confusion"] = overlap.die_confusion().tolist()
-    report.update(overlap_breakdown(maps, truth, masks))
+    report.update(overlap_breakdown(overlap, maps, truth, masks))
     return report
 
 
 def overlap_breakdown(
-    maps: list[SynthMap], truth: list[np.ndarray], masks: list[np.ndarray]
+    whole: MaskOverlap, maps: list[SynthMap], truth: list[np.ndarray], masks: list[np.ndarray]
 ) -> dict[str, object]:
     """IoU with overlap dies left out, and per true code how many overlap dies were labelled right.
 
     ``truth`` and ``masks`` are per-map die codes (non-zero only on failing
-    dies); a code appears in ``overlap`` only if some overlap die has it.
+    dies) and ``whole`` their table over all dies. Every die is inside or
+    outside the overlaps, so the outside table is ``whole`` minus the inside
+    one in every cell an IoU reads (only background-background differs).
+    A code appears in ``overlap`` only if some overlap die has it.
     """
-    outside = MaskOverlap.of([np.where(m.overlap, 0, t) for m, t in zip(maps, truth, strict=True)],
-                             [np.where(m.overlap, 0, p) for m, p in zip(maps, masks, strict=True)])
     inside = MaskOverlap.of([np.where(m.overlap, t, 0) for m, t in zip(maps, truth, strict=True)],
                             [np.where(m.overlap, p, 0) for m, p in zip(maps, masks, strict=True)])
-    iou = outside.iou()
+    iou = MaskOverlap(whole.per_map - inside.per_map).iou()
     dies, right = inside.true_count.sum(0), inside.inter.sum(0)
     return {
         "overlap_dies": int(dies[1:].sum()),

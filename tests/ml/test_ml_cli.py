@@ -15,6 +15,7 @@ from PIL import Image
 from ml.cli import ML_COMMANDS, GraphScore, evaluate_cmd, int8_earns_it, predict_cmd
 from ml.data import fit_calib_split, load_die_map, load_npz, stratified_split
 from ml.evaluate import evaluate_synthetic, evaluation_maps, overlap_breakdown
+from ml.metrics import MaskOverlap
 from ml.serving import WaferModel
 from ml.synth import SynthMap, generate
 from ml.taxonomy import PATTERNS
@@ -180,7 +181,7 @@ def test_overlap_breakdown_leaves_overlap_dies_out_and_tallies_them() -> None:
     overlap = np.array([[0, 0, 1, 1, 1], [0, 0, 0, 0, 0]], dtype=bool)  # (0, 4) passes
     m = SynthMap(dies=np.where(truth > 0, 2, 1).astype(np.uint8), die_labels=truth,
                  patterns=("Center", "Scratch"), overlap=overlap)
-    out = overlap_breakdown([m], [truth], [guess])
+    out = overlap_breakdown(MaskOverlap.of([truth], [guess]), [m], [truth], [guess])
     assert out["overlap_dies"] == 2
     assert out["overlap"] == {"Scratch": {"dies": 2, "correct": 1}}
     iou = out["iou_outside_overlaps"]
