@@ -52,8 +52,6 @@ from pathlib import Path
 import numpy as np
 import structlog
 import torch
-from segmentation_models_pytorch.losses import DiceLoss, FocalLoss
-from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
@@ -62,7 +60,8 @@ from ml.metrics import MaskOverlap, confusion, macro_f1, per_class
 from ml.serving import die_labels_from_probs, run_bucketed
 from ml.synth import SynthMap, generate, generate_many, wafer_target
 from ml.taxonomy import DEFECT_PATTERNS, PATTERNS
-from ml.training.batches import IGNORE, Sample, build_augment, iter_batches
+from ml.training.batches import Sample, build_augment, iter_batches
+from ml.training.losses import Losses
 from ml.training.model import ModelConfig, WaferNet
 
 log = structlog.get_logger(__name__)
@@ -193,42 +192,6 @@ def validate(
         "mean_iou": float(np.nanmean(iou[1:])),
         "iou": {name: round(float(iou[k + 1]), 3) for k, name in enumerate(DEFECT_PATTERNS)},
     }
-
-
-class Losses(nn.Module):
-    """Wafer BCE (all maps) + wafer CE (real maps) + Dice/Focal on die masks (maps with masks)."""
-
-    def __init__(self, cfg: TrainConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.bce = nn.BCEWithLogitsLoss(reduction="none")
-        self.dice = DiceLoss(mode="multiclass", from_logits=True, ignore_index=IGNORE)
-        self.focal = FocalLoss(mode="multiclass", ignore_index=IGNORE)
-
-    def forward(
-        self,
-        mask_logits: torch.Tensor,
-        wafer_logits: torch.Tensor,
-        target: torch.Tensor,
-        mask: torch.Tensor,
-        has_mask: torch.Tensor,
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Return the total loss and its parts (for logging)."""
-        weights = torch.where(has_mask, self.cfg.synth_wafer_weight, 1.0)
-        wafer = (self.bce(wafer_logits, target).mean(1) * weights).sum() / weights.sum()
-        total = wafer
-        parts = {"wafer": wafer.item()}
-        real = ~has_mask
-        if self.cfg.real_ce_weight > 0 and bool(real.any()):
-            ce = nn.functional.cross_entropy(wafer_logits[real], target[real].argmax(1))
-            total = total + self.cfg.real_ce_weight * ce
-            parts["ce"] = ce.item()
-        if bool(has_mask.any()):
-            ml, mt = mask_logits[has_mask], mask[has_mask]
-            seg = self.dice(ml, mt) + self.focal(ml, mt)
-            total = total + self.cfg.mask_weight * seg
-            parts["mask"] = seg.item()
-        return total, parts
 
 
 def train(

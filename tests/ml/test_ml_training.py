@@ -12,9 +12,9 @@ import torch
 from ml.buckets import IN_CHANNELS
 from ml.synth import generate
 from ml.training.batches import build_augment, iter_batches
+from ml.training.losses import Losses, dice_focal
 from ml.training.model import WaferNet
 from ml.training.train import (
-    Losses,
     TrainConfig,
     competes,
     load_checkpoint,
@@ -55,6 +55,30 @@ def test_real_maps_add_a_softmax_term_synthetic_maps_do_not(tiny_config) -> None
     assert abs(parts["ce"] - expected.item()) < 1e-6
     _, synth_only = Losses(tiny_config)(mask_logits, logits, target, mask, torch.ones(4, dtype=torch.bool))
     assert "ce" not in synth_only
+
+
+def test_mask_loss_equals_smp_dice_plus_focal_in_value_and_gradient() -> None:
+    """``dice_focal`` replaced smp's losses for speed; the recipe's numbers rest on it computing the same."""
+    from segmentation_models_pytorch.losses import DiceLoss, FocalLoss
+
+    from ml.training.batches import IGNORE
+
+    torch.manual_seed(0)
+    logits = 3 * torch.randn(6, 9, 32, 32)
+    target = torch.randint(0, 8, (6, 32, 32))  # class 8 absent: Dice must count it as zero loss
+    target[:2, :10] = IGNORE
+    target[5] = IGNORE  # a map with no target at all
+    dice = DiceLoss(mode="multiclass", from_logits=True, ignore_index=IGNORE)
+    focal = FocalLoss(mode="multiclass", ignore_index=IGNORE)
+    ours, ref = logits.clone().requires_grad_(True), logits.clone().requires_grad_(True)
+    value = dice_focal(ours, target)
+    expected = dice(ref, target) + focal(ref, target)
+    value.backward()
+    expected.backward()
+    assert abs(value.item() - expected.item()) < 1e-5 * expected.item()
+    assert ours.grad is not None and ref.grad is not None
+    assert torch.allclose(ours.grad, ref.grad, rtol=1e-4, atol=1e-9)
+    assert ours.grad[5].abs().max().item() == 0.0  # ignored pixels get no gradient
 
 
 def test_wafer_head_pools_the_configured_encoder_levels(tiny_config) -> None:  # type: ignore[no-untyped-def]
