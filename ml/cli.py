@@ -50,14 +50,24 @@ def ship(
     update_card(out_dir, {"onnx_parity_max_abs_diff": diff, "reproduce": REPRODUCE})
     # One map count for FP32 and INT8, so their IoUs are comparable.
     synth_maps = synth_maps or SYNTH_EVAL_MAPS
-    real = run_evaluate(model_path, data_dir / TEST_FILE, None, out_dir / "eval_real.json")
-    synth = run_evaluate(model_path, None, synth_maps, out_dir / "eval_synthetic.json")
+    real, synth = evaluate_both(model_path, data_dir, synth_maps)
     fp32 = GraphScore(float(real["macro_f1"]), synth["mean_iou"])  # type: ignore[arg-type]
-    if int8_dir is not None and try_int8(model_path, int8_dir, calib, data_dir, fp32, synth_maps):
-        # The card describes the graph that ships: measure the adopted INT8 one.
-        run_evaluate(model_path, data_dir / TEST_FILE, None, out_dir / "eval_real.json")
-        run_evaluate(model_path, None, synth_maps, out_dir / "eval_synthetic.json")
+    if int8_dir is not None:
+        try_int8(model_path, int8_dir, calib, data_dir, fp32, synth_maps)
     return model_path
+
+
+#: Reports ``evaluate_both`` writes beside a model (``run_evaluate`` adds the PNG).
+REPORT_FILES = ("eval_real.json", "eval_synthetic.json", "confusion.png")
+
+
+def evaluate_both(
+    model_path: Path, data_dir: Path, synth_maps: int
+) -> tuple[dict[str, object], dict[str, object]]:
+    """Real test file and synthetic evaluation, reports and card entries beside the model."""
+    real = run_evaluate(model_path, data_dir / TEST_FILE, None, model_path.parent / REPORT_FILES[0])
+    synth = run_evaluate(model_path, None, synth_maps, model_path.parent / REPORT_FILES[1])
+    return real, synth
 
 
 #: How much macro-F1 (real test file) or synthetic mean IoU INT8 may lose and still ship.
@@ -94,15 +104,17 @@ def try_int8(
 ) -> bool:
     """Quantise (static QDQ on real calib maps), measure, and adopt INT8 only if it earns it.
 
-    ``fp32`` is the FP32 graph's score (its latency is timed here). Adopted (copied over ``model_path``) only as
-    ``int8_earns_it`` decides: macro-F1 on the real test file and mean IoU
-    on the same ``synth_maps`` synthetic maps each within a point of FP32,
-    and batch-8 latency at the 64 bucket lower, timed in the same process.
-    The outcome is recorded in the card.
+    ``fp32`` is the FP32 graph's score (its latency is timed here). Adopted
+    (copied over ``model_path``) only as ``int8_earns_it`` decides:
+    macro-F1 on the real test file and mean IoU on the same ``synth_maps``
+    synthetic maps each within a point of FP32, and batch-8 latency at the
+    64 bucket lower, timed in the same process. The INT8 graph is evaluated
+    in full in ``int8_dir``, so an adopted graph brings its reports along
+    instead of being evaluated a second time. The outcome is recorded in
+    the card.
     """
     from ml.benchmark import compare
-    from ml.data import load_npz
-    from ml.evaluate import evaluate_real, evaluate_synthetic, update_card
+    from ml.evaluate import update_card
     from ml.quantize import quantize
     from ml.serving import WaferModel, mc_head_path
 
@@ -110,19 +122,24 @@ def try_int8(
     for f in (model_path.parent / "model_card.json", mc_head_path(model_path)):
         shutil.copy(f, int8_dir / f.name)
     q_path = quantize(model_path, int8_dir / model_path.name, calib.maps[:512])
-    q_f1 = float(evaluate_real(q_path, load_npz(data_dir / TEST_FILE), TEST_FILE)["macro_f1"])  # type: ignore[arg-type]
-    q_iou = evaluate_synthetic(q_path, synth_maps)["mean_iou"]
+    click.echo("INT8 candidate:")
+    q_real, q_synth = evaluate_both(q_path, data_dir, synth_maps)
+    q_f1, q_iou = float(q_real["macro_f1"]), q_synth["mean_iou"]  # type: ignore[arg-type]
     small = [m for m in calib.maps if max(m.shape) <= 64][:400]
     fp32_ms, int8_ms = compare(WaferModel.load(model_path), WaferModel.load(q_path), small)
     adopt = int8_earns_it(fp32, GraphScore(q_f1, q_iou), fp32_ms, int8_ms)  # type: ignore[arg-type]
     result = {"macro_f1": q_f1, "fp32_macro_f1": fp32.macro_f1, "mean_iou": q_iou,
               "fp32_mean_iou": fp32.mean_iou, "ms_per_wafer_batch8": int8_ms,
               "fp32_ms_per_wafer_batch8": fp32_ms, "adopted": adopt}
-    click.echo(f"INT8 candidate: {json.dumps(result)}")
+    click.echo(f"INT8 decision: {json.dumps(result)}")
     card = update_card(model_path.parent, {"int8": result})
     if adopt:
+        # The card describes the graph that ships: the INT8 graph and its reports.
         shutil.copy(q_path, model_path)
-        update_card(model_path.parent, {"version": f"{card['version']}-int8"})
+        for name in REPORT_FILES:
+            shutil.copy(int8_dir / name, model_path.parent / name)
+        update_card(model_path.parent, {"version": f"{card['version']}-int8", "eval_real": q_real,
+                                        "eval_synthetic": q_synth})
     return adopt
 
 
