@@ -204,3 +204,22 @@ def test_a_model_trained_on_fewer_input_channels_still_serves(tiny_config, tmp_p
         expected = net(x)[1].numpy()
     assert np.allclose(model.raw([dies]).wafer_logits, expected, atol=1e-4)
     assert model.predict([dies])[0].die_labels.shape == dies.shape
+
+
+def test_train_step_benchmark_prints_both_losses_and_their_ratio() -> None:
+    """The script behind the loss speed-up figure in docs/model.md keeps running."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, str(root / "scripts" / "bench_train_step.py"), "--steps", "2", "--batch", "4"],
+        capture_output=True, text=True, check=True, cwd=root, env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    report = json.loads(out.stdout)
+    assert report["steps"] == 2
+    for part in ("train_step", "mask_loss_fwd_bwd"):
+        assert set(report[part]) == {"smp_dice_focal", "dice_focal"}
+        assert all(v["p50_ms"] > 0 for v in report[part].values())
+    assert report["step_speedup_vs_smp"] > 0 and report["loss_speedup_vs_smp"] > 0
