@@ -11,8 +11,9 @@ from ml.buckets import encode, place, to_bucket
 from ml.serving import WaferModel
 
 
-def _stats(per_wafer_ms: list[float]) -> dict[str, float]:
-    a = np.array(per_wafer_ms)
+def latency_stats(ms: list[float]) -> dict[str, float]:
+    """p50 / p95 / p99 / mean of latencies in milliseconds (every benchmark reports these)."""
+    a = np.array(ms)
     return {
         "p50_ms": round(float(np.percentile(a, 50)), 3),
         "p95_ms": round(float(np.percentile(a, 95)), 3),
@@ -39,7 +40,7 @@ def bench_session(model: WaferModel, maps: list[np.ndarray], batch: int) -> dict
         t0 = time.perf_counter()
         model.session.run(None, {"input": b})
         times.append(1000 * (time.perf_counter() - t0) / batch)
-    return {**_stats(times), "wafers_per_s": round(1000 / float(np.mean(times)), 1)}
+    return {**latency_stats(times), "wafers_per_s": round(1000 / float(np.mean(times)), 1)}
 
 
 def compare(

@@ -57,16 +57,17 @@ def ship(
     return model_path
 
 
-#: Reports ``evaluate_both`` writes beside a model (``run_evaluate`` adds the PNG).
-REPORT_FILES = ("eval_real.json", "eval_synthetic.json", "confusion.png")
+#: Reports written beside a model: ``evaluate_both`` names the JSONs, ``run_evaluate`` writes the PNG.
+EVAL_REAL_JSON, EVAL_SYNTHETIC_JSON, CONFUSION_PNG = "eval_real.json", "eval_synthetic.json", "confusion.png"
+REPORT_FILES = (EVAL_REAL_JSON, EVAL_SYNTHETIC_JSON, CONFUSION_PNG)
 
 
 def evaluate_both(
     model_path: Path, data_dir: Path, synth_maps: int
 ) -> tuple[dict[str, object], dict[str, object]]:
     """Real test file and synthetic evaluation, reports and card entries beside the model."""
-    real = run_evaluate(model_path, data_dir / TEST_FILE, None, model_path.parent / REPORT_FILES[0])
-    synth = run_evaluate(model_path, None, synth_maps, model_path.parent / REPORT_FILES[1])
+    real = run_evaluate(model_path, data_dir / TEST_FILE, None, model_path.parent / EVAL_REAL_JSON)
+    synth = run_evaluate(model_path, None, synth_maps, model_path.parent / EVAL_SYNTHETIC_JSON)
     return real, synth
 
 
@@ -159,7 +160,7 @@ def run_evaluate(
 
     if dataset is not None:
         report = evaluate_real(model_path, load_npz(dataset), str(dataset.name))
-        (model_path.parent / "confusion.png").write_bytes(
+        (model_path.parent / CONFUSION_PNG).write_bytes(
             confusion_png(np.array(report["confusion_matrix"]), report["labels"])  # type: ignore[arg-type]
         )
         update_card(model_path.parent, {"eval_real": report})

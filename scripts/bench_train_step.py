@@ -20,6 +20,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from ml.benchmark import latency_stats
 from ml.synth import generate_many
 from ml.training.batches import IGNORE, build_augment, iter_batches
 from ml.training.losses import dice_focal
@@ -41,12 +42,6 @@ def smp_dice_focal() -> MaskLoss:
     return lambda logits, target: dice(logits, target) + focal(logits, target)
 
 
-def summary(seconds: list[float]) -> dict[str, float]:
-    """Median / p95 / p99 in milliseconds."""
-    ms = 1000.0 * np.asarray(seconds)
-    return {f"p{q}_ms": round(float(np.percentile(ms, q)), 1) for q in (50, 95, 99)}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=24, help="Timed steps per variant.")
@@ -64,8 +59,8 @@ def main() -> None:
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr)
     net.train()
     variants: dict[str, MaskLoss] = {"smp_dice_focal": smp_dice_focal(), "dice_focal": dice_focal}
-    step_s: dict[str, list[float]] = {name: [] for name in variants}
-    loss_s: dict[str, list[float]] = {name: [] for name in variants}
+    step_ms: dict[str, list[float]] = {name: [] for name in variants}
+    loss_ms: dict[str, list[float]] = {name: [] for name in variants}
     for i, (x, _, mask, _) in enumerate([batches[0], *batches]):
         x = x.contiguous(memory_format=torch.channels_last)
         for name, loss_fn in variants.items():
@@ -82,20 +77,20 @@ def main() -> None:
             loss_fn(leaf, mask).backward()
             t4 = time.perf_counter()
             if i > 0:  # the first batch warms both up
-                step_s[name].append(t2 - t0)
-                loss_s[name].append(t4 - t3)
+                step_ms[name].append(1000.0 * (t2 - t0))
+                loss_ms[name].append(1000.0 * (t4 - t3))
     report: dict[str, object] = {
         "batch": args.batch,
         "side": side,
         "steps": len(batches),
         "torch_threads": torch.get_num_threads(),
-        "train_step": {name: summary(s) for name, s in step_s.items()},
-        "mask_loss_fwd_bwd": {name: summary(s) for name, s in loss_s.items()},
+        "train_step": {name: latency_stats(s) for name, s in step_ms.items()},
+        "mask_loss_fwd_bwd": {name: latency_stats(s) for name, s in loss_ms.items()},
     }
-    base, new = np.median(step_s["smp_dice_focal"]), np.median(step_s["dice_focal"])
+    base, new = np.median(step_ms["smp_dice_focal"]), np.median(step_ms["dice_focal"])
     report["step_speedup_vs_smp"] = round(float(base / new), 3)
     report["loss_speedup_vs_smp"] = round(
-        float(np.median(loss_s["smp_dice_focal"]) / np.median(loss_s["dice_focal"])), 2
+        float(np.median(loss_ms["smp_dice_focal"]) / np.median(loss_ms["dice_focal"])), 2
     )
     print(json.dumps(report, indent=2))
 

@@ -37,8 +37,9 @@ def dice_focal(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0, e
     as zero loss but still in the mean), focal loss as one-vs-rest sigmoid
     per class, averaged over valid pixels, then over classes.
     """
-    valid = (target != IGNORE).unsqueeze(1).to(logits.dtype)
-    onehot = F.one_hot(torch.where(target != IGNORE, target, 0), logits.shape[1])
+    kept = target != IGNORE
+    valid = kept.unsqueeze(1).to(logits.dtype)
+    onehot = F.one_hot(torch.where(kept, target, 0), logits.shape[1])
     onehot = onehot.permute(0, 3, 1, 2).to(logits.dtype) * valid
     dims = (0, 2, 3)
     prob = logits.softmax(1) * valid
