@@ -192,6 +192,28 @@ def run_evaluate(
     return report
 
 
+def _decoder_channels(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> tuple[int, ...] | None:
+    """Parse ``128,64,32,32``: one positive width per decoder stage (the encoder depth).
+
+    Why checked here: smp only fails deep inside model construction, after the
+    real data has been loaded, with a message that does not name the option.
+    """
+    if value is None:
+        return None
+    from ml.training.model import ModelConfig
+
+    depth = ModelConfig().encoder_depth
+    try:
+        widths = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        widths = ()
+    if len(widths) != depth or min(widths) <= 0:
+        raise click.BadParameter(f"expected {depth} comma-separated positive widths, got {value!r}")
+    return widths
+
+
 @click.command("train")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("runs/default"),
               show_default=True, help="Run directory (checkpoints, history).")
@@ -202,6 +224,8 @@ def run_evaluate(
 @click.option("--synth-per-epoch", type=int, default=None)
 @click.option("--max-minutes", type=float, default=None)
 @click.option("--encoder", default=None, help="smp encoder name.")
+@click.option("--decoder-channels", default=None, callback=_decoder_channels, metavar="C1,C2,C3,C4",
+              help="U-Net decoder widths, deepest first (default 64,32,16,16).")
 @click.option("--seed", type=int, default=None)
 @click.option("--resume", is_flag=True, help="Continue from OUT/last.pt.")
 @click.option("--ship", "ship_dir", type=click.Path(path_type=Path), default=None,
@@ -209,7 +233,8 @@ def run_evaluate(
 def train_cmd(
     out_dir: Path, data_dir: Path, epochs: int | None, real_per_epoch: int | None,
     synth_per_epoch: int | None, max_minutes: float | None, encoder: str | None,
-    seed: int | None, resume: bool, ship_dir: Path | None,
+    decoder_channels: tuple[int, ...] | None, seed: int | None, resume: bool,
+    ship_dir: Path | None,
 ) -> None:
     """Train the wafer model (defaults reproduce the shipped model)."""
     import dataclasses
@@ -221,7 +246,9 @@ def train_cmd(
     overrides = {k: v for k, v in {"epochs": epochs, "real_per_epoch": real_per_epoch,
                                    "synth_per_epoch": synth_per_epoch, "max_minutes": max_minutes,
                                    "seed": seed}.items() if v is not None}
-    model = ModelConfig() if encoder is None else ModelConfig(encoder=encoder)
+    arch = {k: v for k, v in {"encoder": encoder, "decoder_channels": decoder_channels}.items()
+            if v is not None}
+    model = ModelConfig(**arch)  # type: ignore[arg-type]
     cfg = dataclasses.replace(TrainConfig(model=model), **overrides)
     fit, calib = fit_calib_split(data_dir)
     best = train(cfg, fit, calib, out_dir, resume=resume)

@@ -161,8 +161,8 @@ def competes(epoch: int, progress: float, cfg: TrainConfig) -> bool:
 
 def balanced_draw(labels: np.ndarray, n: int, power: float, rng: np.random.Generator) -> np.ndarray:
     """Draw ``n`` indices with class weight proportional to count**-power."""
-    counts = np.bincount(labels, minlength=len(PATTERNS)).astype(float)
-    w = np.where(counts > 0, counts ** (-power), 0.0)[labels]
+    # Indexed by the labels drawn from, so every count here is at least 1.
+    w = np.bincount(labels, minlength=len(PATTERNS)).astype(float)[labels] ** (-power)
     return rng.choice(len(labels), size=n, replace=True, p=w / w.sum())
 
 

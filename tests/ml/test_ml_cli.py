@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from ml.cli import ML_COMMANDS, GraphScore, evaluate_cmd, int8_earns_it, predict_cmd
-from ml.data import fit_calib_split, load_die_map, load_npz, stratified_split
+from ml.cli import ML_COMMANDS, GraphScore, evaluate_cmd, int8_earns_it, predict_cmd, train_cmd
+from ml.data import TRAIN_FILE, fit_calib_split, load_die_map, load_npz, stratified_split
 from ml.evaluate import evaluate_synthetic, evaluation_maps, overlap_breakdown
 from ml.metrics import MaskOverlap
 from ml.serving import WaferModel
@@ -231,3 +231,34 @@ def test_ship_writes_a_card_that_describes_the_shipped_graph(  # type: ignore[no
         on_disk = json.loads((model.parent / name).read_text())
         assert json.dumps(on_disk, sort_keys=True) == json.dumps(card[key], sort_keys=True)
     assert card["onnx_parity_max_abs_diff"] < 1e-4
+
+
+def test_train_builds_the_decoder_it_is_given(real_fixture: Path, tmp_path: Path) -> None:
+    """``--decoder-channels`` reaches the network and its checkpoint (architecture experiments)."""
+    import torch
+
+    from ml.training.train import load_checkpoint
+
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(real_fixture, data / TRAIN_FILE)
+    out = tmp_path / "run"
+    res = CliRunner().invoke(train_cmd, [
+        "--out", str(out), "--data-dir", str(data), "--epochs", "1", "--real-per-epoch", "16",
+        "--synth-per-epoch", "16", "--encoder", "tu-mobilenetv3_small_050",
+        "--decoder-channels", "24,16,12,8",
+    ])
+    assert res.exit_code == 0, res.output
+    net, ck = load_checkpoint(out / "last.pt")
+    assert ck["config"]["model"]["decoder_channels"] == [24, 16, 12, 8]
+    widths = [m.out_channels for m in net.decoder.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert widths[-1] == 8 and 24 in widths and 32 not in widths
+
+
+@pytest.mark.parametrize("value", ["64,32,16", "64,32,16,0", "64,x,16,16"])
+def test_train_rejects_bad_decoder_channels_before_loading_data(value: str, tmp_path: Path) -> None:
+    res = CliRunner().invoke(train_cmd, ["--out", str(tmp_path / "run"), "--data-dir",
+                                         str(tmp_path / "missing"), "--decoder-channels", value])
+    assert res.exit_code == 2
+    assert "expected 4 comma-separated positive widths" in res.output
+    assert not (tmp_path / "run").exists()
