@@ -243,13 +243,16 @@ def train_cmd(
     from ml.training.model import ModelConfig
     from ml.training.train import TrainConfig, train
 
-    overrides = {k: v for k, v in {"epochs": epochs, "real_per_epoch": real_per_epoch,
-                                   "synth_per_epoch": synth_per_epoch, "max_minutes": max_minutes,
-                                   "seed": seed}.items() if v is not None}
-    arch = {k: v for k, v in {"encoder": encoder, "decoder_channels": decoder_channels}.items()
-            if v is not None}
-    model = ModelConfig(**arch)  # type: ignore[arg-type]
-    cfg = dataclasses.replace(TrainConfig(model=model), **overrides)
+    def given(**options: object) -> dict[str, object]:
+        """The options set on the command line; the rest keep the config's defaults."""
+        return {k: v for k, v in options.items() if v is not None}
+
+    model = ModelConfig(**given(encoder=encoder, decoder_channels=decoder_channels))  # type: ignore[arg-type]
+    cfg = dataclasses.replace(
+        TrainConfig(model=model),
+        **given(epochs=epochs, real_per_epoch=real_per_epoch, synth_per_epoch=synth_per_epoch,
+                max_minutes=max_minutes, seed=seed),
+    )
     fit, calib = fit_calib_split(data_dir)
     best = train(cfg, fit, calib, out_dir, resume=resume)
     click.echo(f"best checkpoint: {best}")
