@@ -226,6 +226,8 @@ def _decoder_channels(
 @click.option("--encoder", default=None, help="smp encoder name.")
 @click.option("--decoder-channels", default=None, callback=_decoder_channels, metavar="C1,C2,C3,C4",
               help="U-Net decoder widths, deepest first (default 64,32,16,16).")
+@click.option("--region-head/--no-region-head", default=None,
+              help="Train extra output planes on the synthetic pattern regions (docs/model.md).")
 @click.option("--seed", type=int, default=None)
 @click.option("--resume", is_flag=True, help="Continue from OUT/last.pt.")
 @click.option("--ship", "ship_dir", type=click.Path(path_type=Path), default=None,
@@ -233,8 +235,8 @@ def _decoder_channels(
 def train_cmd(
     out_dir: Path, data_dir: Path, epochs: int | None, real_per_epoch: int | None,
     synth_per_epoch: int | None, max_minutes: float | None, encoder: str | None,
-    decoder_channels: tuple[int, ...] | None, seed: int | None, resume: bool,
-    ship_dir: Path | None,
+    decoder_channels: tuple[int, ...] | None, region_head: bool | None, seed: int | None,
+    resume: bool, ship_dir: Path | None,
 ) -> None:
     """Train the wafer model (defaults reproduce the shipped model)."""
     import dataclasses
@@ -247,7 +249,8 @@ def train_cmd(
         """The options set on the command line; the rest keep the config's defaults."""
         return {k: v for k, v in options.items() if v is not None}
 
-    model = ModelConfig(**given(encoder=encoder, decoder_channels=decoder_channels))  # type: ignore[arg-type]
+    model = ModelConfig(**given(encoder=encoder, decoder_channels=decoder_channels,  # type: ignore[arg-type]
+                                region_head=region_head))
     cfg = dataclasses.replace(
         TrainConfig(model=model),
         **given(epochs=epochs, real_per_epoch=real_per_epoch, synth_per_epoch=synth_per_epoch,

@@ -50,6 +50,10 @@ PRECEDENCE: Final[tuple[str, ...]] = (
     "Near-full", "Random", "Edge-Ring", "Edge-Loc", "Donut", "Center", "Loc", "Scratch",
 )
 
+#: The patterns that paint a region (all but Random), in ``PRECEDENCE``
+#: order: bit ``j`` of ``SynthMap.regions`` is ``REGION_PATTERNS[j]``.
+REGION_PATTERNS: Final[tuple[str, ...]] = tuple(p for p in PRECEDENCE if p != "Random")
+
 
 @dataclass(frozen=True)
 class SynthMap:
@@ -61,6 +65,11 @@ class SynthMap:
     #: bool (rows, cols): on-wafer dies, failing or not, inside two or more
     #: pattern regions (Random, a density regime, has no region).
     overlap: np.ndarray
+    #: uint8 (rows, cols): bit ``j`` set on every on-wafer die, failing or
+    #: not, inside the region of ``REGION_PATTERNS[j]``. The die labels
+    #: follow from it: a failing die takes its highest set bit's pattern,
+    #: or Random if none is set.
+    regions: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -233,12 +242,14 @@ def generate(
     for name, region in shaped.items():
         labels[region] = pattern_index(name)
     covered = np.zeros(dies.shape, dtype=np.int64)
-    for region in shaped.values():
+    bits = np.zeros(dies.shape, dtype=np.uint8)
+    for name, region in shaped.items():
         covered += region
+        bits |= region.astype(np.uint8) << np.uint8(REGION_PATTERNS.index(name))
     dies[fail] = 2
     labels[~fail] = 0
     labels[fail & (labels == 0)] = RANDOM
-    return SynthMap(dies=dies, die_labels=labels, patterns=chosen, overlap=covered >= 2)
+    return SynthMap(dies=dies, die_labels=labels, patterns=chosen, overlap=covered >= 2, regions=bits)
 
 
 def generate_many(

@@ -52,7 +52,7 @@ def main() -> None:
     side = 64  # the bucket of ~95 % of maps, so every step costs the same
     batches = [
         b for b in iter_batches(synth_samples(maps), args.batch, np.random.default_rng(0), build_augment())
-        if tuple(b[0].shape) == (args.batch, cfg.model.in_channels, side, side)
+        if tuple(b.x.shape) == (args.batch, cfg.model.in_channels, side, side)
     ][: args.steps]
     torch.manual_seed(0)
     net = WaferNet(cfg.model).to(memory_format=torch.channels_last)
@@ -61,8 +61,8 @@ def main() -> None:
     variants: dict[str, MaskLoss] = {"smp_dice_focal": smp_dice_focal(), "dice_focal": dice_focal}
     step_ms: dict[str, list[float]] = {name: [] for name in variants}
     loss_ms: dict[str, list[float]] = {name: [] for name in variants}
-    for i, (x, _, mask, _) in enumerate([batches[0], *batches]):
-        x = x.contiguous(memory_format=torch.channels_last)
+    for i, batch in enumerate([batches[0], *batches]):
+        x, mask = batch.x.contiguous(memory_format=torch.channels_last), batch.mask
         for name, loss_fn in variants.items():
             t0 = time.perf_counter()
             mask_logits, _, _ = net(x)

@@ -5,13 +5,15 @@ a bucket (one input size), the data is tiny and already in memory, and on a
 2-core machine worker processes only steal cores from the forward pass.
 
 A sample is a die grid plus a wafer-level target and, for synthetic maps, a
-die-level mask (``None`` for real maps, whose masks are unknown).
+die-level mask and the pattern regions (``None`` for real maps, whose masks
+are unknown).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import albumentations as A
 import cv2
@@ -19,7 +21,7 @@ import numpy as np
 import torch
 
 from ml.buckets import IN_CHANNELS, encode, place, to_bucket
-from ml.synth import RANDOM
+from ml.synth import RANDOM, REGION_PATTERNS
 
 #: Mask value for pixels without a die-level target (real maps).
 IGNORE: int = 255
@@ -27,11 +29,23 @@ IGNORE: int = 255
 
 @dataclass(frozen=True)
 class Sample:
-    """One training map: dies (uint8), wafer target (multi-hot), optional die mask."""
+    """One training map: dies (uint8), wafer target (multi-hot), optional die mask and regions."""
 
     dies: np.ndarray
     target: np.ndarray
     mask: np.ndarray | None
+    #: ``SynthMap.regions`` bits; present exactly when ``mask`` is.
+    regions: np.ndarray | None = None
+
+
+class Batch(NamedTuple):
+    """One bucket's worth of samples as tensors."""
+
+    x: torch.Tensor  # (N, C, S, S) float input planes
+    target: torch.Tensor  # (N, 9) multi-hot wafer targets
+    mask: torch.Tensor  # (N, S, S) int64 die codes, IGNORE on real maps
+    has_mask: torch.Tensor  # (N,) bool: synthetic maps
+    regions: torch.Tensor  # (N, len(REGION_PATTERNS), S, S) float 0/1, zero on real maps
 
 
 def build_augment() -> A.Compose:
@@ -71,18 +85,25 @@ def fail_noise(
 
 def augment(
     s: Sample, aug: A.Compose, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Apply geometry + fail-noise to a sample; masks stay zero off failing dies."""
-    if s.mask is None:
-        dies = aug(image=s.dies)["image"]
-        mask = None
-    else:
-        out = aug(image=s.dies, mask=s.mask)
-        dies, mask = out["image"], out["mask"]
-    dies, mask = fail_noise(np.ascontiguousarray(dies), mask, rng)
-    if mask is not None:
-        mask = np.where(dies == 2, mask, np.uint8(0))
-    return dies, mask
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Apply geometry + fail-noise to a sample; masks stay zero off failing dies.
+
+    The regions move with the dies; fail-noise leaves them alone, since an
+    isolated extra fail changes no pattern's extent.
+    """
+    if s.mask is None or s.regions is None:
+        dies, _ = fail_noise(np.ascontiguousarray(aug(image=s.dies)["image"]), None, rng)
+        return dies, None, None
+    out = aug(image=s.dies, masks=[s.mask, s.regions])
+    mask, regions = out["masks"]
+    dies, mask = fail_noise(np.ascontiguousarray(out["image"]), mask, rng)
+    return dies, np.where(dies == 2, mask, np.uint8(0)), np.asarray(regions, np.uint8)
+
+
+def region_planes(bits: np.ndarray) -> np.ndarray:
+    """``(..., S, S)`` region bits -> ``(..., len(REGION_PATTERNS), S, S)`` float32 0/1 planes."""
+    planes = np.unpackbits(bits[..., None, :, :], axis=-3, count=len(REGION_PATTERNS), bitorder="little")
+    return planes.astype(np.float32)
 
 
 def iter_batches(
@@ -91,8 +112,8 @@ def iter_batches(
     rng: np.random.Generator,
     aug: A.Compose | None,
     channels: int = IN_CHANNELS,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Yield (x, wafer_target, mask, has_mask) batches, one bucket per batch, shuffled.
+) -> Iterator[Batch]:
+    """Yield batches, one bucket per batch, shuffled.
 
     Augmentation runs before bucketing (90-degree rotations can change the
     grid's shape, hence its bucket); the bucket is chosen from the original
@@ -106,19 +127,22 @@ def iter_batches(
         perm = rng.permutation(np.array(idx))
         chunks.extend(perm[j : j + batch_size] for j in range(0, len(perm), batch_size))
     for c in rng.permutation(len(chunks)):
-        xs, ms, ts, hs = [], [], [], []
+        xs, ms, ts, hs, rs = [], [], [], [], []
         for i in chunks[c]:
             s = samples[int(i)]
-            dies, mask = augment(s, aug, rng) if aug is not None else (s.dies, s.mask)
+            dies, mask, regions = augment(s, aug, rng) if aug is not None else (s.dies, s.mask, s.regions)
             p = place(dies.shape)
             xs.append(to_bucket(encode(dies, channels), p))
             m = np.full(dies.shape, IGNORE, np.uint8) if mask is None else mask
             ms.append(to_bucket(m[None], p)[0])
+            r = np.zeros(dies.shape, np.uint8) if regions is None else regions
+            rs.append(to_bucket(r[None], p)[0])
             ts.append(s.target)
             hs.append(mask is not None)
-        yield (
+        yield Batch(
             torch.from_numpy(np.stack(xs)),
             torch.from_numpy(np.stack(ts)),
             torch.from_numpy(np.stack(ms).astype(np.int64)),
             torch.tensor(hs),
+            torch.from_numpy(region_planes(np.stack(rs))),
         )

@@ -5,7 +5,10 @@ wafer-level patterns (learnt from real and synthetic maps) share the encoder,
 so real maps shape the features the masks use, and serving runs one graph.
 
 Outputs of ``forward``: ``mask_logits (N, 9, H, W)``, ``wafer_logits (N, 9)``
-and ``embedding (N, D)``. The wafer head is ``Dropout -> Linear`` on the
+and ``embedding (N, D)``. With ``region_head``, ``outputs`` also returns
+``region_logits (N, 7, H, W)``: one sigmoid per pattern region (training
+target only, see ``ml.training.losses.region_loss``); ``forward``, which
+export traces, leaves them out, so serving's graph keeps its shape. The wafer head is ``Dropout -> Linear`` on the
 embedding, so MC-dropout only needs the embedding and the last layer: serving
 runs that last layer as a separate tiny ONNX graph with explicit dropout
 masks (see ml/export.py), instead of re-running the whole U-Net per sample.
@@ -14,12 +17,14 @@ masks (see ml/export.py), instead of re-running the whole U-Net per sample.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
 from ml.buckets import IN_CHANNELS
+from ml.synth import REGION_PATTERNS
 from ml.taxonomy import PATTERNS
 
 
@@ -37,6 +42,9 @@ class ModelConfig:
     #: Widths of the 1x1 "expand" convs feeding the wafer head, one per encoder
     #: level counted from the deepest (last entry = deepest level).
     head_channels: tuple[int, ...] = (64, 128, 256)
+    #: Extra output planes, one per ``REGION_PATTERNS`` entry, trained on
+    #: every on-wafer die inside or outside each pattern's region.
+    region_head: bool = False
 
     def to_dict(self) -> dict[str, object]:
         """JSON-friendly form."""
@@ -49,6 +57,7 @@ class ModelConfig:
     def from_dict(cls, d: dict[str, object]) -> ModelConfig:
         """Inverse of ``to_dict``."""
         d = dict(d)
+        d.setdefault("region_head", False)  # checkpoints from before the option
         d["decoder_channels"] = tuple(d["decoder_channels"])  # type: ignore[arg-type]
         d["head_channels"] = tuple(d["head_channels"])  # type: ignore[arg-type]
         return cls(**d)  # type: ignore[arg-type]
@@ -61,6 +70,15 @@ def expand(in_channels: int, out_channels: int) -> nn.Sequential:
         nn.BatchNorm2d(out_channels),
         nn.Hardswish(),
     )
+
+
+class WaferOutputs(NamedTuple):
+    """Everything one forward pass computes."""
+
+    mask_logits: torch.Tensor
+    wafer_logits: torch.Tensor
+    embedding: torch.Tensor
+    region_logits: torch.Tensor | None
 
 
 class WaferNet(nn.Module):
@@ -83,7 +101,7 @@ class WaferNet(nn.Module):
             encoder_depth=cfg.encoder_depth,
             decoder_channels=cfg.decoder_channels,
             in_channels=cfg.in_channels,
-            classes=len(PATTERNS),
+            classes=len(PATTERNS) + (len(REGION_PATTERNS) if cfg.region_head else 0),
         )
         self.encoder = unet.encoder
         self.decoder = unet.decoder
@@ -96,11 +114,19 @@ class WaferNet(nn.Module):
         self.head = nn.Linear(cfg.embedding_dim, len(PATTERNS))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Return (mask_logits, wafer_logits, embedding)."""
+        """Return (mask_logits, wafer_logits, embedding): what serving runs."""
+        out = self.outputs(x)
+        return out.mask_logits, out.wafer_logits, out.embedding
+
+    def outputs(self, x: torch.Tensor) -> WaferOutputs:
+        """Run the network once and return every head's output."""
         feats = self.encoder(x)
         mask_logits = self.seg_head(self.decoder(feats))
+        region_logits = None
+        if self.cfg.region_head:
+            mask_logits, region_logits = mask_logits[:, : len(PATTERNS)], mask_logits[:, len(PATTERNS) :]
         levels = feats[-len(self.expand):]
         wide = [conv(f) for conv, f in zip(self.expand, levels, strict=True)]
         pooled = torch.cat([w.mean(dim=(2, 3)) for w in wide] + [w.amax(dim=(2, 3)) for w in wide], dim=1)
         emb = self.embed(pooled)
-        return mask_logits, self.head(self.head_dropout(emb)), emb
+        return WaferOutputs(mask_logits, self.head(self.head_dropout(emb)), emb, region_logits)

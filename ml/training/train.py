@@ -5,7 +5,8 @@ model is judged on; synthetic maps carry die-level masks. Each epoch draws a
 class-balanced sample of real maps (inverse-frequency^power sampling, because
 Near-full has 43 maps and none 10k) plus freshly generated synthetic maps.
 Loss = BCE on wafer logits for all maps + softmax cross-entropy for real
-maps + (Dice + Focal) on die masks for synthetic maps only. AdamW with
+maps + (Dice + Focal) on die masks for synthetic maps only (+ the region
+loss on their pattern regions, with ``region_head``). AdamW with
 warm-up and cosine decay; the weights that are validated, selected and
 shipped are an exponential moving average of the trained ones. Early
 stopping and model selection on real calib-split macro-F1, both only once
@@ -97,6 +98,8 @@ class TrainConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     mask_weight: float = 1.0
+    #: Weight of ``region_loss`` (used when ``model.region_head``).
+    region_weight: float = 1.0
     synth_wafer_weight: float = 0.3
     real_ce_weight: float = 1.0
     #: Per-step decay of the weight average (horizon ~1 / (1 - decay) steps).
@@ -134,8 +137,8 @@ def real_samples(ws: WaferSet) -> list[Sample]:
 
 
 def synth_samples(maps: list[SynthMap]) -> list[Sample]:
-    """Wrap synthetic maps as samples with multi-hot targets and die masks."""
-    return [Sample(m.dies, wafer_target(m.patterns), m.die_labels) for m in maps]
+    """Wrap synthetic maps as samples with multi-hot targets, die masks and region bits."""
+    return [Sample(m.dies, wafer_target(m.patterns), m.die_labels, m.regions) for m in maps]
 
 
 def lr_factor(progress: float, warmup: float) -> float:
@@ -256,14 +259,18 @@ def train(
             iter_batches(samples, cfg.batch_size, rng, aug, cfg.model.in_channels),
             total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", mininterval=10,
         )
-        for n, (x, target, mask, has_mask) in enumerate(bar, start=1):
+        for n, batch in enumerate(bar, start=1):
             lr = cfg.lr * lr_factor(progress(), cfg.warmup)
             for group in opt.param_groups:
                 group["lr"] = lr
-            x = x.to(device).contiguous(memory_format=torch.channels_last)
-            mask_logits, wafer_logits, _ = net(x)
+            x = batch.x.to(device).contiguous(memory_format=torch.channels_last)
+            out = net.outputs(x)
+            regions = None
+            if out.region_logits is not None:
+                regions = (out.region_logits, batch.regions.to(device), x[:, :1])
             loss, parts = losses(
-                mask_logits, wafer_logits, target.to(device), mask.to(device), has_mask.to(device)
+                out.mask_logits, out.wafer_logits, batch.target.to(device), batch.mask.to(device),
+                batch.has_mask.to(device), regions,
             )
             opt.zero_grad(set_to_none=True)
             loss.backward()

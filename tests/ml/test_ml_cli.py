@@ -180,7 +180,7 @@ def test_overlap_breakdown_leaves_overlap_dies_out_and_tallies_them() -> None:
     guess = np.array([[c, s, s, c, 0], [c, c, s, 0, 0]], dtype=np.uint8)
     overlap = np.array([[0, 0, 1, 1, 1], [0, 0, 0, 0, 0]], dtype=bool)  # (0, 4) passes
     m = SynthMap(dies=np.where(truth > 0, 2, 1).astype(np.uint8), die_labels=truth,
-                 patterns=("Center", "Scratch"), overlap=overlap)
+                 patterns=("Center", "Scratch"), overlap=overlap, regions=np.zeros(truth.shape, np.uint8))
     out = overlap_breakdown(MaskOverlap.of([truth], [guess]), [m], [truth], [guess])
     assert out["overlap_dies"] == 2
     assert out["overlap"] == {"Scratch": {"dies": 2, "correct": 1}}
@@ -233,10 +233,13 @@ def test_ship_writes_a_card_that_describes_the_shipped_graph(  # type: ignore[no
     assert card["onnx_parity_max_abs_diff"] < 1e-4
 
 
-def test_train_builds_the_decoder_it_is_given(real_fixture: Path, tmp_path: Path) -> None:
-    """``--decoder-channels`` reaches the network and its checkpoint (architecture experiments)."""
+def test_train_builds_the_architecture_it_is_given(real_fixture: Path, tmp_path: Path) -> None:
+    """``--decoder-channels`` and ``--region-head`` reach the network, its checkpoint and its export."""
+    import onnxruntime as ort
     import torch
 
+    from ml.export import export_checkpoint, parity
+    from ml.synth import REGION_PATTERNS
     from ml.training.train import load_checkpoint
 
     data = tmp_path / "data"
@@ -246,13 +249,22 @@ def test_train_builds_the_decoder_it_is_given(real_fixture: Path, tmp_path: Path
     res = CliRunner().invoke(train_cmd, [
         "--out", str(out), "--data-dir", str(data), "--epochs", "1", "--real-per-epoch", "16",
         "--synth-per-epoch", "16", "--encoder", "tu-mobilenetv3_small_050",
-        "--decoder-channels", "24,16,12,8",
+        "--decoder-channels", "24,16,12,8", "--region-head",
     ])
     assert res.exit_code == 0, res.output
     net, ck = load_checkpoint(out / "last.pt")
     assert ck["config"]["model"]["decoder_channels"] == [24, 16, 12, 8]
     widths = [m.out_channels for m in net.decoder.modules() if isinstance(m, torch.nn.Conv2d)]
     assert widths[-1] == 8 and 24 in widths and 32 not in widths
+    assert ck["config"]["model"]["region_head"] is True
+    assert any(h["loss"].get("region", 0) > 0 for h in json.loads((out / "history.json").read_text()))
+    assert net.seg_head[0].out_channels == len(PATTERNS) + len(REGION_PATTERNS)
+    # The region planes are a training target only: the served graph keeps nine mask planes.
+    model = export_checkpoint(out / "last.pt", tmp_path / "model")
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    x = np.zeros((1, session.get_inputs()[0].shape[1], 64, 64), np.float32)
+    assert session.run(None, {session.get_inputs()[0].name: x})[0].shape == (1, len(PATTERNS), 64, 64)
+    assert parity(net, model, (np.random.default_rng(0).random(x.shape) > 0.5).astype(np.float32)) < 1e-4
 
 
 @pytest.mark.parametrize("value", ["64,32,16", "64,32,16,0", "64,x,16,16"])

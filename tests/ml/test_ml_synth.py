@@ -13,6 +13,7 @@ from ml.synth import (
     MIXABLE,
     PRECEDENCE,
     RANDOM,
+    REGION_PATTERNS,
     generate,
     generate_many,
     wafer_target,
@@ -81,6 +82,22 @@ def test_overlap_marks_dies_inside_two_pattern_regions(monkeypatch: pytest.Monke
     assert set(np.unique(m.die_labels[m.overlap])) == {pattern_index("Scratch")}
     assert not generate(3, 0, patterns=("Random", "Center")).overlap.any()
     assert not generate(3, 0, patterns=("Scratch",)).overlap.any()
+
+
+@pytest.mark.parametrize("index", range(40))
+def test_die_labels_follow_from_the_region_bits_by_precedence(index: int) -> None:
+    """The region target and the die labels are one ground truth, not two."""
+    m = generate(11, index)
+    assert m.regions.dtype == np.uint8 and m.regions.shape == m.dies.shape
+    assert not m.regions[m.dies == 0].any(), "a region bit off the wafer"
+    top = np.full(m.dies.shape, RANDOM)
+    for j, name in enumerate(REGION_PATTERNS):
+        top = np.where((m.regions >> j) & 1, pattern_index(name), top)
+    fail = m.dies == 2
+    assert np.array_equal(m.die_labels[fail], top[fail])
+    painted = {name for j, name in enumerate(REGION_PATTERNS) if ((m.regions >> j) & 1).any()}
+    assert painted <= set(m.patterns)
+    assert np.array_equal(m.overlap, np.unpackbits(m.regions[..., None], axis=-1).sum(-1) >= 2)
 
 
 def test_pattern_count_distribution_is_a_parameter() -> None:

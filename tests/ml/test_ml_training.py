@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pytest
 import onnxruntime as ort
 import torch
 
 from ml.buckets import IN_CHANNELS
-from ml.synth import generate
+from ml.synth import REGION_PATTERNS, generate
+from ml.taxonomy import pattern_index
 from ml.training.batches import build_augment, iter_batches
-from ml.training.losses import Losses, dice_focal
-from ml.training.model import WaferNet
+from ml.training.losses import Losses, dice_focal, region_loss
+from ml.training.model import ModelConfig, WaferNet
 from ml.training.train import (
     TrainConfig,
     competes,
@@ -25,23 +28,61 @@ from ml.training.train import (
 )
 
 
-def test_a_few_steps_lower_the_loss(tiny_config) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("region_head", [False, True])
+def test_a_few_steps_lower_the_loss(tiny_config, region_head: bool) -> None:  # type: ignore[no-untyped-def]
     seed_everything(0)
-    net = WaferNet(tiny_config.model)
+    net = WaferNet(replace(tiny_config.model, region_head=region_head))
     losses = Losses(tiny_config)
     batch = next(iter_batches(synth_samples([generate(0, i) for i in range(16)]), 16,
                               np.random.default_rng(0), None))
     opt = torch.optim.AdamW(net.parameters(), lr=3e-3)
-    history = []
+    history, region = [], []
     for _ in range(12):
-        x, target, mask, has_mask = batch
-        mask_logits, wafer_logits, _ = net(x)
-        loss, _ = losses(mask_logits, wafer_logits, target, mask, has_mask)
+        out = net.outputs(batch.x)
+        regions = None if out.region_logits is None else (out.region_logits, batch.regions, batch.x[:, :1])
+        loss, parts = losses(out.mask_logits, out.wafer_logits, batch.target, batch.mask, batch.has_mask, regions)
         opt.zero_grad()
         loss.backward()
         opt.step()
         history.append(loss.item())
+        region.append(parts.get("region"))
     assert history[-1] < 0.8 * history[0]
+    if region_head:
+        assert region[-1] is not None and region[-1] < region[0]  # type: ignore[operator]
+    else:
+        assert region == [None] * 12
+
+
+def test_region_loss_reads_on_wafer_pixels_only_and_rewards_the_true_regions() -> None:
+    torch.manual_seed(0)
+    target = (torch.rand(3, len(REGION_PATTERNS), 16, 16) < 0.3).float()
+    on = torch.zeros(3, 1, 16, 16)
+    on[:, :, 2:14, 2:14] = 1.0
+    target = target * on
+    right = 8.0 * (2 * target - 1)
+    wrong = -right
+    assert region_loss(right, target, on).item() < 0.01
+    assert region_loss(wrong, target, on).item() > 2.0
+    noisy = right.clone()
+    noisy[:, :, :2] = torch.randn(3, len(REGION_PATTERNS), 2, 16) * 10  # off the wafer
+    assert region_loss(noisy, target, on).item() == pytest.approx(region_loss(right, target, on).item())
+    leaf = noisy.clone().requires_grad_(True)
+    region_loss(leaf, target, on).backward()
+    assert leaf.grad is not None and leaf.grad[:, :, :2].abs().max().item() == 0.0
+
+
+def test_region_head_is_extra_planes_that_serving_never_sees(tiny_config) -> None:  # type: ignore[no-untyped-def]
+    net = WaferNet(replace(tiny_config.model, region_head=True)).eval()
+    x = torch.zeros(2, IN_CHANNELS, 64, 64)
+    with torch.no_grad():
+        out, (mask_logits, _, _) = net.outputs(x), net(x)
+    assert out.region_logits is not None and out.region_logits.shape == (2, len(REGION_PATTERNS), 64, 64)
+    assert mask_logits.shape == (2, 9, 64, 64) and torch.equal(mask_logits, out.mask_logits)
+    assert WaferNet(tiny_config.model).outputs(x).region_logits is None
+    # Checkpoints from before the option load as what they are: no region head.
+    old = tiny_config.model.to_dict()
+    del old["region_head"]
+    assert ModelConfig.from_dict(old).region_head is False
 
 
 def test_real_maps_add_a_softmax_term_synthetic_maps_do_not(tiny_config) -> None:  # type: ignore[no-untyped-def]
@@ -107,20 +148,29 @@ def test_only_the_decayed_tail_or_the_last_epoch_can_be_selected() -> None:
     assert competes(12, 1.0, cfg)  # the time budget ended the schedule
 
 
-def test_augmented_batches_keep_masks_on_fails() -> None:
+def test_augmented_batches_keep_masks_on_fails_and_regions_under_their_labels() -> None:
     samples = synth_samples([generate(1, i) for i in range(8)])
-    x, target, mask, has_mask = next(iter_batches(samples, 8, np.random.default_rng(1), build_augment()))
+    x, target, mask, has_mask, regions = next(iter_batches(samples, 8, np.random.default_rng(1), build_augment()))
     assert x.shape[1] == IN_CHANNELS and x.shape[2] % 32 == 0
     assert has_mask.all() and target.shape == (8, 9)
     fail = x[:, 1] > 0.5
     assert not mask[~fail].any()
+    assert regions.shape == (8, len(REGION_PATTERNS), *x.shape[2:])
+    assert not regions.permute(1, 0, 2, 3)[:, x[:, 0] == 0].any(), "a region off the wafer"
+    # Geometry moved labels and regions together: a die labelled with a
+    # pattern lies in that pattern's region and in none above it.
+    shaped = [pattern_index(name) for name in REGION_PATTERNS]
+    assert np.isin(mask.numpy(), shaped).sum() > 100
+    for j, name in enumerate(REGION_PATTERNS):
+        labelled = mask == pattern_index(name)
+        assert (regions[:, j][labelled] == 1).all()
+        assert not regions[:, j + 1:].permute(1, 0, 2, 3)[:, labelled].any()
 
 
 def test_training_run_checkpoints_and_resumes(  # type: ignore[no-untyped-def]
     trained_run: Path, tiny_config, real_fixture: Path, tmp_path: Path
 ) -> None:
     import shutil
-    from dataclasses import replace
 
     from ml.data import load_npz
 
@@ -185,8 +235,6 @@ def test_static_int8_graph_runs_and_keeps_the_contract(tiny_model: Path, tmp_pat
 
 def test_a_model_trained_on_fewer_input_channels_still_serves(tiny_config, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """Models from before the line channels (3 planes) load and predict like the current ones."""
-    from dataclasses import replace
-
     from ml.buckets import encode, place, to_bucket
     from ml.export import base_card, export_onnx
     from ml.serving import WaferModel
