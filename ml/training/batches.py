@@ -48,11 +48,17 @@ class Batch(NamedTuple):
     regions: torch.Tensor  # (N, len(REGION_PATTERNS), S, S) float 0/1, zero on real maps
 
 
-def build_augment() -> A.Compose:
+def build_augment(seed: int = 0) -> A.Compose:
     """Label-preserving geometry: every WM-811K pattern is invariant to these.
 
     Nearest-neighbour everywhere so die codes stay in {0, 1, 2} and masks
     stay aligned with the dies they label; borders fill with "no die".
+
+    Seeded, because albumentations draws from its own generator, which is
+    otherwise seeded from the OS: two runs of the same command saw different
+    augmentations whatever ``TrainConfig.seed`` said. Training reseeds it
+    every epoch (``set_random_seed``), so a resumed run draws what an
+    uninterrupted one would.
     """
     nearest = {"interpolation": cv2.INTER_NEAREST, "mask_interpolation": cv2.INTER_NEAREST}
     return A.Compose(
@@ -64,7 +70,8 @@ def build_augment() -> A.Compose:
             A.GridDistortion(
                 num_steps=5, distort_limit=0.15, border_mode=cv2.BORDER_CONSTANT, p=0.2, **nearest
             ),
-        ]
+        ],
+        seed=seed,
     )
 
 

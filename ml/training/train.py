@@ -248,6 +248,7 @@ def train(
         epoch = int(state["epoch"])  # type: ignore[call-overload]
         rng = np.random.default_rng([cfg.seed, epoch])
         torch.manual_seed(cfg.seed * 1000 + epoch)
+        aug.set_random_seed(cfg.seed * 1000 + epoch)
         idx = balanced_draw(fit.labels, cfg.real_per_epoch, cfg.balance_power, rng)
         samples = real_samples(fit.subset(idx)) + synth_samples(
             generate_many(SYNTH_TRAIN_SEED, cfg.synth_per_epoch, start=epoch * cfg.synth_per_epoch,
