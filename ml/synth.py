@@ -62,14 +62,17 @@ class SynthMap:
     dies: np.ndarray  # uint8 (rows, cols): 0 no die, 1 pass, 2 fail
     die_labels: np.ndarray  # uint8 (rows, cols): 0 background, k = PATTERNS[k]
     patterns: tuple[str, ...]  # defect patterns present; empty means "none"
-    #: bool (rows, cols): on-wafer dies, failing or not, inside two or more
-    #: pattern regions (Random, a density regime, has no region).
-    overlap: np.ndarray
     #: uint8 (rows, cols): bit ``j`` set on every on-wafer die, failing or
     #: not, inside the region of ``REGION_PATTERNS[j]``. The die labels
     #: follow from it: a failing die takes its highest set bit's pattern,
     #: or Random if none is set.
     regions: np.ndarray
+
+    @property
+    def overlap(self) -> np.ndarray:
+        """bool (rows, cols): on-wafer dies, failing or not, inside two or more
+        pattern regions (Random, a density regime, has no region)."""
+        return np.unpackbits(self.regions[..., None], axis=-1).sum(-1) >= 2
 
 
 @dataclass(frozen=True)
@@ -241,15 +244,13 @@ def generate(
     shaped = {name: regions[name] for name in sorted(regions, key=PRECEDENCE.index) if name != "Random"}
     for name, region in shaped.items():
         labels[region] = pattern_index(name)
-    covered = np.zeros(dies.shape, dtype=np.int64)
     bits = np.zeros(dies.shape, dtype=np.uint8)
     for name, region in shaped.items():
-        covered += region
         bits |= region.astype(np.uint8) << np.uint8(REGION_PATTERNS.index(name))
     dies[fail] = 2
     labels[~fail] = 0
     labels[fail & (labels == 0)] = RANDOM
-    return SynthMap(dies=dies, die_labels=labels, patterns=chosen, overlap=covered >= 2, regions=bits)
+    return SynthMap(dies=dies, die_labels=labels, patterns=chosen, regions=bits)
 
 
 def generate_many(

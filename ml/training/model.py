@@ -8,10 +8,12 @@ Outputs of ``forward``: ``mask_logits (N, 9, H, W)``, ``wafer_logits (N, 9)``
 and ``embedding (N, D)``. With ``region_head``, ``outputs`` also returns
 ``region_logits (N, 7, H, W)``: one sigmoid per pattern region (training
 target only, see ``ml.training.losses.region_loss``); ``forward``, which
-export traces, leaves them out, so serving's graph keeps its shape. The wafer head is ``Dropout -> Linear`` on the
-embedding, so MC-dropout only needs the embedding and the last layer: serving
-runs that last layer as a separate tiny ONNX graph with explicit dropout
-masks (see ml/export.py), instead of re-running the whole U-Net per sample.
+export traces, leaves them out, so serving's graph keeps its shape.
+
+The wafer head is ``Dropout -> Linear`` on the embedding, so MC-dropout only
+needs the embedding and the last layer: serving runs that last layer as a
+separate tiny ONNX graph with explicit dropout masks (see ml/export.py),
+instead of re-running the whole U-Net per sample.
 """
 
 from __future__ import annotations

@@ -180,7 +180,7 @@ def test_overlap_breakdown_leaves_overlap_dies_out_and_tallies_them() -> None:
     guess = np.array([[c, s, s, c, 0], [c, c, s, 0, 0]], dtype=np.uint8)
     overlap = np.array([[0, 0, 1, 1, 1], [0, 0, 0, 0, 0]], dtype=bool)  # (0, 4) passes
     m = SynthMap(dies=np.where(truth > 0, 2, 1).astype(np.uint8), die_labels=truth,
-                 patterns=("Center", "Scratch"), overlap=overlap, regions=np.zeros(truth.shape, np.uint8))
+                 patterns=("Center", "Scratch"), regions=np.where(overlap, 0b11, 0).astype(np.uint8))
     out = overlap_breakdown(MaskOverlap.of([truth], [guess]), [m], [truth], [guess])
     assert out["overlap_dies"] == 2
     assert out["overlap"] == {"Scratch": {"dies": 2, "correct": 1}}
