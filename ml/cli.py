@@ -11,6 +11,7 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
@@ -18,8 +19,54 @@ import numpy as np
 from ml.data import DEFAULT_DATA_DIR, TEST_FILE, WaferSet
 from ml.serving import DEFAULT_MODEL_PATH
 
-#: The one command that rebuilds the shipped model from scratch.
+#: What rebuilds the shipped model, before the options a checkpoint's config adds.
 REPRODUCE = "waferstream train --out runs/default --ship ml/models"
+
+
+def reproduce_command(config: dict[str, Any]) -> str:
+    """The ``waferstream train`` command line that rebuilds a checkpoint's config.
+
+    Why derived, not written down: the card must say how *this* model was
+    trained, and a run that differs from the defaults (a longer time budget,
+    another encoder) would otherwise be shipped under the defaults' command.
+    Options come from ``train_cmd``'s own parameters, so a new option is
+    covered when it is added there. Config fields that no option sets are
+    named after the command: the command alone would not rebuild them.
+    """
+    from ml.training.model import ModelConfig
+    from ml.training.train import TrainConfig
+
+    # from_dict fills in what old checkpoints lack as load_checkpoint does; JSON
+    # makes tuples and lists (checkpoint vs card) compare equal.
+    config = {**config, "model": ModelConfig.from_dict(config["model"]).to_dict()}
+    config, default = json.loads(json.dumps(config)), json.loads(json.dumps(TrainConfig().to_dict()))
+    fields = {**config, **config["model"]}
+    defaults = {**default, **default["model"]}
+    flags: list[str] = []
+    for param in train_cmd.params:
+        name = param.name or ""
+        if not isinstance(param, click.Option) or name not in defaults:
+            continue
+        value = fields.get(name, defaults[name])
+        if value == defaults[name]:
+            continue
+        if param.is_flag:
+            flags.append(param.opts[0] if value else param.secondary_opts[0])
+        else:
+            shown = ",".join(map(str, value)) if isinstance(value, list) else _number(value)
+            flags.append(f"{param.opts[0]} {shown}")
+    unset = sorted(
+        k for k in defaults
+        if k not in {"model", *(p.name for p in train_cmd.params)}
+        and fields.get(k, defaults[k]) != defaults[k]
+    )
+    command = " ".join([REPRODUCE, *flags])
+    return f"{command} (plus TrainConfig changes: {', '.join(unset)})" if unset else command
+
+
+def _number(value: object) -> object:
+    """600.0 -> 600: a float option's whole values read as the user would type them."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def ship(
@@ -40,14 +87,14 @@ def ship(
     from ml.training.train import load_checkpoint
 
     model_path = export_checkpoint(checkpoint, out_dir)
-    net, _ = load_checkpoint(checkpoint)
+    net, ck = load_checkpoint(checkpoint)
     gen = torch.Generator().manual_seed(0)
     x = (torch.rand(3, net.cfg.in_channels, 64, 96, generator=gen) > 0.5).float().numpy()
     diff = parity(net, model_path, x)
     click.echo(f"onnx parity max |diff| = {diff:.2e}")
     _, calib = fit_calib_split(data_dir)
     calibrate(model_path, calib)
-    update_card(out_dir, {"onnx_parity_max_abs_diff": diff, "reproduce": REPRODUCE})
+    update_card(out_dir, {"onnx_parity_max_abs_diff": diff, "reproduce": reproduce_command(ck["config"])})
     # One map count for FP32 and INT8, so their IoUs are comparable.
     synth_maps = synth_maps or SYNTH_EVAL_MAPS
     real, synth = evaluate_both(model_path, data_dir, synth_maps)
@@ -227,7 +274,7 @@ def _decoder_channels(
 @click.option("--decoder-channels", default=None, callback=_decoder_channels, metavar="C1,C2,C3,C4",
               help="U-Net decoder widths, deepest first (default 64,32,16,16).")
 @click.option("--region-head/--no-region-head", default=None,
-              help="Train extra output planes on the synthetic pattern regions (docs/model.md).")
+              help="Extra output planes trained on the synthetic pattern regions (docs/model.md).")
 @click.option("--seed", type=int, default=None)
 @click.option("--resume", is_flag=True, help="Continue from OUT/last.pt.")
 @click.option("--ship", "ship_dir", type=click.Path(path_type=Path), default=None,

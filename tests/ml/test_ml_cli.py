@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -206,9 +207,10 @@ def test_ship_writes_a_card_that_describes_the_shipped_graph(  # type: ignore[no
     """
     import ml.benchmark
     import ml.cli
-    from ml.cli import ship
+    from ml.cli import reproduce_command, ship
     from ml.data import TEST_FILE, TRAIN_FILE
     from ml.evaluate import evaluate_real, evaluate_synthetic
+    from ml.training.train import load_checkpoint
 
     monkeypatch.setattr(ml.benchmark, "compare", lambda a, b, maps: (2.0, 1.0))
     monkeypatch.setattr(ml.cli, "int8_earns_it", lambda fp32, int8, fp32_ms, int8_ms: adopt)
@@ -231,6 +233,9 @@ def test_ship_writes_a_card_that_describes_the_shipped_graph(  # type: ignore[no
         on_disk = json.loads((model.parent / name).read_text())
         assert json.dumps(on_disk, sort_keys=True) == json.dumps(card[key], sort_keys=True)
     assert card["onnx_parity_max_abs_diff"] < 1e-4
+    # The tiny run's command differs from the shipped one, and the card says how.
+    assert card["reproduce"] == reproduce_command(load_checkpoint(trained_run / "best.pt")[1]["config"])
+    assert "--epochs 2" in card["reproduce"] and "--encoder tu-mobilenetv3_small_050" in card["reproduce"]
 
 
 def test_train_builds_the_architecture_it_is_given(real_fixture: Path, tmp_path: Path) -> None:
@@ -274,3 +279,25 @@ def test_train_rejects_bad_decoder_channels_before_loading_data(value: str, tmp_
     assert res.exit_code == 2
     assert "expected 4 comma-separated positive widths" in res.output
     assert not (tmp_path / "run").exists()
+
+
+def test_the_card_s_command_names_what_differs_from_the_defaults() -> None:
+    """A model trained off the defaults must not be shipped under the defaults' command."""
+    from ml.cli import REPRODUCE, reproduce_command
+    from ml.training.train import TrainConfig
+
+    default = TrainConfig()
+    assert reproduce_command(default.to_dict()) == REPRODUCE
+    longer = replace(default, max_minutes=600.0, epochs=42,
+                     model=replace(default.model, region_head=False, decoder_channels=(96, 48, 24, 24)))
+    assert reproduce_command(longer.to_dict()) == (
+        f"{REPRODUCE} --epochs 42 --max-minutes 600 --decoder-channels 96,48,24,24 --no-region-head"
+    )
+    # A checkpoint from before the region planes was trained without them (v13).
+    old = default.to_dict()
+    del old["model"]["region_head"]  # type: ignore[attr-defined]
+    assert reproduce_command(old) == f"{REPRODUCE} --no-region-head"
+    # A field no option sets is named, not silently dropped.
+    assert reproduce_command(replace(default, lr=1e-3).to_dict()) == (
+        f"{REPRODUCE} (plus TrainConfig changes: lr)"
+    )
