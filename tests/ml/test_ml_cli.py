@@ -288,16 +288,28 @@ def test_the_card_s_command_names_what_differs_from_the_defaults() -> None:
 
     default = TrainConfig()
     assert reproduce_command(default.to_dict()) == REPRODUCE
+    flipped = not default.model.region_head
     longer = replace(default, max_minutes=600.0, epochs=42,
-                     model=replace(default.model, region_head=False, decoder_channels=(96, 48, 24, 24)))
+                     model=replace(default.model, region_head=flipped, decoder_channels=(96, 48, 24, 24)))
+    region_flag = "--region-head" if flipped else "--no-region-head"
     assert reproduce_command(longer.to_dict()) == (
-        f"{REPRODUCE} --epochs 42 --max-minutes 600 --decoder-channels 96,48,24,24 --no-region-head"
+        f"{REPRODUCE} --epochs 42 --max-minutes 600 --decoder-channels 96,48,24,24 {region_flag}"
     )
     # A checkpoint from before the region planes was trained without them (v13).
     old = default.to_dict()
     del old["model"]["region_head"]  # type: ignore[attr-defined]
-    assert reproduce_command(old) == f"{REPRODUCE} --no-region-head"
+    without = replace(default, model=replace(default.model, region_head=False)).to_dict()
+    assert reproduce_command(old) == reproduce_command(without)
     # A field no option sets is named, not silently dropped.
     assert reproduce_command(replace(default, lr=1e-3).to_dict()) == (
         f"{REPRODUCE} (plus TrainConfig changes: lr)"
     )
+
+
+def test_the_shipped_card_s_command_is_the_one_its_config_derives() -> None:
+    """The README's promise: the shipped card's command rebuilds the shipped config."""
+    from ml.cli import reproduce_command
+    from ml.serving import MODELS_DIR
+
+    card = json.loads((MODELS_DIR / "model_card.json").read_text())
+    assert card["reproduce"] == reproduce_command(card["train_config"])
