@@ -42,24 +42,19 @@ def reproduce_command(config: dict[str, Any]) -> str:
     config, default = json.loads(json.dumps(config)), json.loads(json.dumps(TrainConfig().to_dict()))
     fields = {**config, **config["model"]}
     defaults = {**default, **default["model"]}
+    changed = {k for k in defaults if k != "model" and fields.get(k, defaults[k]) != defaults[k]}
+    options = {p.name: p for p in train_cmd.params if isinstance(p, click.Option)}
     flags: list[str] = []
-    for param in train_cmd.params:
-        name = param.name or ""
-        if not isinstance(param, click.Option) or name not in defaults:
+    for name, param in options.items():  # command-line order
+        if name not in changed:
             continue
-        value = fields.get(name, defaults[name])
-        if value == defaults[name]:
-            continue
+        value = fields[name]
         if param.is_flag:
             flags.append(param.opts[0] if value else param.secondary_opts[0])
         else:
             shown = ",".join(map(str, value)) if isinstance(value, list) else _number(value)
             flags.append(f"{param.opts[0]} {shown}")
-    unset = sorted(
-        k for k in defaults
-        if k not in {"model", *(p.name for p in train_cmd.params)}
-        and fields.get(k, defaults[k]) != defaults[k]
-    )
+    unset = sorted(changed - options.keys())
     command = " ".join([REPRODUCE, *flags])
     return f"{command} (plus TrainConfig changes: {', '.join(unset)})" if unset else command
 
@@ -274,7 +269,7 @@ def _decoder_channels(
 @click.option("--decoder-channels", default=None, callback=_decoder_channels, metavar="C1,C2,C3,C4",
               help="U-Net decoder widths, deepest first (default 64,32,16,16).")
 @click.option("--region-head/--no-region-head", default=None,
-              help="Extra output planes trained on the synthetic pattern regions (docs/model.md).")
+              help="Train extra output planes on the synthetic pattern regions (docs/model.md).")
 @click.option("--seed", type=int, default=None)
 @click.option("--resume", is_flag=True, help="Continue from OUT/last.pt.")
 @click.option("--ship", "ship_dir", type=click.Path(path_type=Path), default=None,

@@ -307,7 +307,7 @@ def test_the_card_s_command_names_what_differs_from_the_defaults() -> None:
 
 
 def test_the_shipped_card_s_command_is_the_one_its_config_derives() -> None:
-    """The README's promise: the shipped card's command rebuilds the shipped config."""
+    """docs/model.md's promise: the shipped card's command rebuilds the shipped config."""
     from ml.cli import reproduce_command
     from ml.serving import MODELS_DIR
 
