@@ -8,7 +8,6 @@ Shared by the notifier tests and the full-pipeline test.
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,6 +18,8 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
+
+from tests.ports import free_port
 
 # ---------------------------------------------------------------- HTTP capture
 
@@ -109,12 +110,6 @@ class SmtpCapture:
     @property
     def messages(self) -> list[tuple[list[str], EmailMessage]]:
         return self.handler.messages
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

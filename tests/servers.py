@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -19,15 +18,10 @@ from pathlib import Path
 
 from infra.stack.components import Broker, EmbeddedPostgres, EmbeddedRedis
 from infra.stack.processes import wait_for_port
+from tests.ports import free_port
 
 MACHINE_PG = "postgresql://postgres@127.0.0.1:5432/test"
 MACHINE_REDIS = "redis://127.0.0.1:6379/0"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def own_stack_cli(data_dir: Path) -> tuple[list[str], dict[str, str]]:

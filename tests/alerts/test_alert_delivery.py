@@ -15,7 +15,8 @@ from consumers.alerts.channels.http import post_json
 from consumers.alerts.channels.webhook import WebhookChannel
 from consumers.alerts.delivery import RetryPolicy
 from tests.alerts.conftest import Env, make_config, make_subject
-from tests.capture import HttpCapture, free_port
+from tests.capture import HttpCapture
+from tests.ports import free_port
 
 NEVER = 10**6
 

@@ -13,7 +13,7 @@ from schemas.topics import WAFER_TEST_COMPLETED
 from tests.factories import wafer_events
 from tests.integration.test_inference_worker import InProcessWorker, _publish
 from tests.pipeline import fetchval, wait_until
-from tests.servers import free_port
+from tests.ports import free_port
 
 
 def test_worker_serves_metrics_and_logs_correlation_ids(

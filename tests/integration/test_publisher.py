@@ -32,7 +32,7 @@ from producers.watcher import DropFolderWatcher
 from schemas.topics import WAFER_TEST_COMPLETED
 from schemas.wire import shared_codec
 from tests.pipeline import read_topic
-from tests.servers import free_port
+from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
 
