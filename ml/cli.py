@@ -280,7 +280,11 @@ def train_cmd(
     decoder_channels: tuple[int, ...] | None, region_head: bool | None, seed: int | None,
     resume: bool, ship_dir: Path | None,
 ) -> None:
-    """Train the wafer model (defaults reproduce the shipped model)."""
+    """Train the wafer model.
+
+    The defaults are the 42-minute CPU recipe (v13's); the shipped model's
+    exact command is its card's ``reproduce`` field (docs/model.md).
+    """
     import dataclasses
 
     from ml.data import fit_calib_split
