@@ -36,9 +36,10 @@ def reproduce_command(config: dict[str, Any]) -> str:
     from ml.training.model import ModelConfig
     from ml.training.train import TrainConfig
 
-    # from_dict fills in what old checkpoints lack as load_checkpoint does; JSON
-    # makes tuples and lists (checkpoint vs card) compare equal.
-    config = {**config, "model": ModelConfig.from_dict(config["model"]).to_dict()}
+    # from_dict fills in what old checkpoints lack as load_checkpoint does, and
+    # every run before the precision option trained in float32; JSON makes
+    # tuples and lists (checkpoint vs card) compare equal.
+    config = {"precision": "fp32", **config, "model": ModelConfig.from_dict(config["model"]).to_dict()}
     config, default = json.loads(json.dumps(config)), json.loads(json.dumps(TrainConfig().to_dict()))
     fields = {**config, **config["model"]}
     defaults = {**default, **default["model"]}
@@ -271,6 +272,10 @@ def _decoder_channels(
 @click.option("--region-head/--no-region-head", default=None,
               help="Train extra output planes on the synthetic pattern regions (docs/model.md).")
 @click.option("--seed", type=int, default=None)
+# The choices are ml.training.precision.PRECISIONS, written out: importing it would load torch.
+@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default=None,
+              help="Forward pass in bfloat16 or float32; auto (default): bfloat16 where the "
+                   "hardware has it (AMX/AVX512-BF16, recent GPUs).")
 @click.option("--resume", is_flag=True, help="Continue from OUT/last.pt.")
 @click.option("--ship", "ship_dir", type=click.Path(path_type=Path), default=None,
               help="After training, export+calibrate+evaluate into this directory.")
@@ -278,7 +283,7 @@ def train_cmd(
     out_dir: Path, data_dir: Path, epochs: int | None, real_per_epoch: int | None,
     synth_per_epoch: int | None, max_minutes: float | None, encoder: str | None,
     decoder_channels: tuple[int, ...] | None, region_head: bool | None, seed: int | None,
-    resume: bool, ship_dir: Path | None,
+    precision: str | None, resume: bool, ship_dir: Path | None,
 ) -> None:
     """Train the wafer model.
 
@@ -300,7 +305,7 @@ def train_cmd(
     cfg = dataclasses.replace(
         TrainConfig(model=model),
         **given(epochs=epochs, real_per_epoch=real_per_epoch, synth_per_epoch=synth_per_epoch,
-                max_minutes=max_minutes, seed=seed),
+                max_minutes=max_minutes, seed=seed, precision=precision),
     )
     fit, calib = fit_calib_split(data_dir)
     best = train(cfg, fit, calib, out_dir, resume=resume)

@@ -99,9 +99,14 @@ class Losses(nn.Module):
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Return the total loss and its parts (for logging).
 
-        ``regions`` is ``(region_logits, region_target, on_wafer)`` for the
-        whole batch, when the network has a region head.
+        ``mask_logits`` holds the maps with masks only, in batch order (what
+        ``WaferNet.outputs(x, decode=has_mask)`` computes); every other
+        argument covers the whole batch. ``regions`` is ``(region_logits,
+        region_target, on_wafer)`` when the network has a region head, its
+        logits again for the maps with masks only. Logits may come in
+        bfloat16 (mixed-precision training); the losses are computed in float32.
         """
+        wafer_logits = wafer_logits.float()
         weights = torch.where(has_mask, self.cfg.synth_wafer_weight, 1.0)
         wafer = (self.bce(wafer_logits, target).mean(1) * weights).sum() / weights.sum()
         total = wafer
@@ -112,12 +117,12 @@ class Losses(nn.Module):
             total = total + self.cfg.real_ce_weight * ce
             parts["ce"] = ce.item()
         if bool(has_mask.any()):
-            seg = dice_focal(mask_logits[has_mask], mask[has_mask])
+            seg = dice_focal(mask_logits.float(), mask[has_mask])
             total = total + self.cfg.mask_weight * seg
             parts["mask"] = seg.item()
             if regions is not None:
-                logits, target_planes, on_wafer = (t[has_mask] for t in regions)
-                reg = region_loss(logits, target_planes, on_wafer)
+                logits, target_planes, on_wafer = regions
+                reg = region_loss(logits.float(), target_planes[has_mask], on_wafer[has_mask])
                 total = total + self.cfg.region_weight * reg
                 parts["region"] = reg.item()
         return total, parts
