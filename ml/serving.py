@@ -6,13 +6,14 @@ completion; a 750 MB import and its start-up time buy nothing at inference.
 out of ``sys.modules``.
 
 A model is ``model.onnx`` plus ``model_card.json`` (temperature, logit
-offsets, version, thresholds, buckets) and, for MC-dropout, ``model.mc_head.onnx`` beside it.
+offsets, version, thresholds, buckets, test-time views) and, for MC-dropout,
+``model.mc_head.onnx`` beside it.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -23,6 +24,7 @@ import onnxruntime as ort
 from ml.buckets import BUCKETS, IN_CHANNELS, encode, from_bucket, place, to_bucket
 from ml.metrics import sigmoid
 from ml.taxonomy import DEFECT_PATTERNS, PATTERNS
+from ml.tta import Forward, with_views
 
 MODELS_DIR: Final[Path] = Path(__file__).resolve().parent / "models"
 DEFAULT_MODEL_PATH: Final[Path] = MODELS_DIR / "model.onnx"
@@ -76,10 +78,6 @@ def _softmax(x: np.ndarray, axis: int) -> np.ndarray:
 def _binary_entropy(p: np.ndarray) -> np.ndarray:
     p = np.clip(p, 1e-7, 1 - 1e-7)
     return -(p * np.log(p) + (1 - p) * np.log(1 - p))
-
-
-#: A forward pass: bucketed input batch -> (mask_logits, wafer_logits, embedding).
-Forward = Callable[[np.ndarray], Sequence[np.ndarray]]
 
 
 def run_bucketed(
@@ -140,6 +138,8 @@ class WaferModel:
         self.channels: int = input_channels(session)
         self.temperature: float = float(card.get("temperature", 1.0))  # type: ignore[arg-type]
         self.buckets: tuple[int, ...] = tuple(card.get("buckets", BUCKETS))  # type: ignore[arg-type]
+        #: Symmetric views averaged per map (``ml.tta``); 1 = the map as it is.
+        self.tta_views: int = int(card.get("tta_views", 1))  # type: ignore[call-overload]
         offsets = card.get("logit_offsets") or {}
         self.logit_offsets = np.array(
             [float(offsets.get(name, 0.0)) for name in PATTERNS], dtype=np.float32  # type: ignore[union-attr]
@@ -167,12 +167,13 @@ class WaferModel:
         mc = ort.InferenceSession(str(mc_path), opts, providers=providers) if mc_path.exists() else None
         return cls(session, mc, card)
 
+    def forward(self, x: np.ndarray) -> Sequence[np.ndarray]:
+        """The main graph over a bucketed batch, averaged over the card's test-time views."""
+        return with_views(lambda v: self.session.run(None, {"input": v}), self.tta_views)(x)
+
     def raw(self, maps: Sequence[np.ndarray], batch_size: int = BATCH_SIZE) -> RawOutput:
-        """Run the main graph over ``maps`` (see ``run_bucketed``)."""
-        return run_bucketed(
-            maps, lambda x: self.session.run(None, {"input": x}), self.buckets, batch_size,
-            self.channels,
-        )
+        """Run ``forward`` over ``maps`` (see ``run_bucketed``)."""
+        return run_bucketed(maps, self.forward, self.buckets, batch_size, self.channels)
 
     def bald(self, embeddings: np.ndarray, samples: int) -> np.ndarray:
         """MC-dropout mutual information per wafer (summed over the 9 binary outputs)."""

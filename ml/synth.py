@@ -34,6 +34,13 @@ from ml.taxonomy import DEFECT_PATTERNS, PATTERNS, pattern_index
 RANDOM: Final[int] = pattern_index("Random")
 NEAR_FULL: Final[int] = pattern_index("Near-full")
 
+#: Seed streams, disjoint so that no map is in two of them: training draws
+#: from 1, validation (during training, and the ship step's choice of
+#: test-time views) from 2, the evaluation the model card reports from 3.
+SYNTH_TRAIN_SEED: Final[int] = 1
+SYNTH_VAL_SEED: Final[int] = 2
+SYNTH_EVAL_SEED: Final[int] = 3
+
 #: Probability of a map with 0, 1, 2, 3, 4 patterns.
 N_PATTERNS_P: Final[tuple[float, ...]] = (0.15, 0.55, 0.2, 0.07, 0.03)
 

@@ -59,7 +59,7 @@ from tqdm import tqdm
 from ml.data import WaferSet
 from ml.metrics import MaskOverlap, confusion, macro_f1, per_class
 from ml.serving import die_labels_from_probs, run_bucketed
-from ml.synth import SynthMap, generate, generate_many, wafer_target
+from ml.synth import SYNTH_TRAIN_SEED, SYNTH_VAL_SEED, SynthMap, generate, generate_many, wafer_target
 from ml.taxonomy import DEFECT_PATTERNS, PATTERNS
 from ml.training.batches import Sample, build_augment, iter_batches
 from ml.training.losses import Losses
@@ -67,10 +67,6 @@ from ml.training.model import ModelConfig, WaferNet
 from ml.training.precision import forward_autocast, resolve_precision
 
 log = structlog.get_logger(__name__)
-
-#: Seed streams for synthetic maps; disjoint so validation maps are never trained on.
-SYNTH_TRAIN_SEED = 1
-SYNTH_VAL_SEED = 2
 
 
 @dataclass(frozen=True)

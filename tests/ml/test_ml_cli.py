@@ -238,6 +238,60 @@ def test_ship_writes_a_card_that_describes_the_shipped_graph(  # type: ignore[no
     assert "--epochs 2" in card["reproduce"] and "--encoder tu-mobilenetv3_small_050" in card["reproduce"]
 
 
+@pytest.mark.parametrize(
+    ("iou", "ms", "views"),
+    [
+        ({1: 0.837, 2: 0.841, 4: 0.844, 8: 0.8445}, {1: 1.1, 2: 2.2, 4: 4.4, 8: 8.8}, 4),
+        ({1: 0.837, 2: 0.841, 4: 0.844, 8: 0.849}, {1: 1.1, 2: 2.2, 4: 4.4, 8: 10.5}, 4),  # 8 over the bar
+        ({1: 0.837, 2: 0.8385, 4: 0.838, 8: 0.839}, {1: 1.1, 2: 2.2, 4: 4.4, 8: 8.8}, 1),  # gains < 0.002
+        ({1: 0.837, 2: 0.8395, 4: 0.838, 8: 0.8375}, {1: 1.1, 2: 2.2, 4: 4.4, 8: 8.8}, 2),
+        ({1: None, 2: None, 4: None, 8: None}, {1: 1.1, 2: 2.2, 4: 4.4, 8: 8.8}, 1),  # no pattern occurred
+    ],
+)
+def test_test_time_views_are_the_fewest_near_the_best_inside_the_latency_bar(
+    iou: dict[int, float | None], ms: dict[int, float], views: int
+) -> None:
+    from ml.cli import tta_views_that_earn_it
+
+    assert tta_views_that_earn_it(iou, ms) == views
+
+
+@pytest.mark.parametrize("keeps_f1", [True, False])
+def test_ship_serves_the_chosen_views_with_their_own_calibration_and_reports(  # type: ignore[no-untyped-def]
+    trained_run: Path, real_fixture: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    keeps_f1: bool,
+) -> None:
+    """Views are adopted only if the real test file's macro-F1 holds; the card then describes them."""
+    import ml.cli
+    from ml.cli import ship
+    from ml.data import TEST_FILE, TRAIN_FILE
+    from ml.evaluate import evaluate_real, evaluate_synthetic
+    from ml.serving import WaferModel
+
+    monkeypatch.setattr(ml.cli, "int8_earns_it", lambda fp32, int8, fp32_ms, int8_ms: False)
+    monkeypatch.setattr(ml.cli, "tta_views_that_earn_it", lambda iou, ms: 4)
+    # Either way round for sure: a tiny model's macro-F1 under views moves by chance.
+    monkeypatch.setattr(ml.cli, "MAX_SCORE_LOSS", 1.0 if keeps_f1 else -1.0)
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in (TRAIN_FILE, TEST_FILE):
+        shutil.copy(real_fixture, data / name)
+    model = ship(trained_run / "best.pt", tmp_path / "ship", data, synth_maps=6,
+                 int8_dir=tmp_path / "int8", tta_dir=tmp_path / "tta")
+    card = json.loads((model.parent / "model_card.json").read_text())
+    tta = card["tta"]
+    assert set(tta["val_mean_iou"]) == set(tta["ms_per_wafer_batch8"]) == {"1", "2", "4", "8"}
+    assert tta["candidate_views"] == 4 and tta["views"] == (4 if keeps_f1 else 1)
+    assert WaferModel.load(model).tta_views == card.get("tta_views", 1) == tta["views"]
+    assert card["version"].endswith("-tta4") == keeps_f1
+    same = json.dumps(card["eval_synthetic"], sort_keys=True)
+    assert same == json.dumps(evaluate_synthetic(model, 6), sort_keys=True)
+    assert card["eval_real"]["macro_f1"] == evaluate_real(model, load_npz(data / TEST_FILE), TEST_FILE)["macro_f1"]
+    for name, key in (("eval_real.json", "eval_real"), ("eval_synthetic.json", "eval_synthetic")):
+        on_disk = json.loads((model.parent / name).read_text())
+        assert json.dumps(on_disk, sort_keys=True) == json.dumps(card[key], sort_keys=True)
+
+
 def test_train_builds_the_architecture_it_is_given(real_fixture: Path, tmp_path: Path) -> None:
     """``--decoder-channels`` and ``--region-head`` reach the network, its checkpoint and its export."""
     import onnxruntime as ort

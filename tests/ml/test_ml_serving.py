@@ -74,3 +74,78 @@ def test_logit_offsets_from_the_card_steer_the_label(tiny_model: Path, tmp_path:
     shifted = WaferModel.load(model_dir / tiny_model.name).predict(maps)
     assert [p.label for p in shifted] == ["Donut"] * len(maps)
     assert all(p.pattern_probs["Donut"] > b.pattern_probs["Donut"] for p, b in zip(shifted, base))
+
+
+def test_every_view_is_undone_exactly_and_the_eight_are_distinct() -> None:
+    from ml.tta import VIEWS, apply_view, undo_view
+
+    x = np.random.default_rng(0).random((2, 3, 8, 8)).astype(np.float32)
+    seen = []
+    for view in VIEWS:
+        y = apply_view(x, view)
+        assert np.array_equal(undo_view(y, view), x)
+        seen.append(y.tobytes())
+    assert len(set(seen)) == len(VIEWS) == 8
+    # The first four keep rows as rows: a rectangular grid stays in its placement's rows.
+    tall = np.zeros((1, 1, 8, 8), np.float32)
+    tall[..., 1:7, 3:5] = 1.0
+    assert all(np.array_equal(apply_view(tall, v).sum(axis=3), tall.sum(axis=3)[..., ::s])
+               for v, s in zip(VIEWS[:4], (1, 1, -1, -1), strict=True))
+
+
+def test_views_average_what_each_view_sees_and_one_view_is_the_plain_pass() -> None:
+    from ml.tta import VIEWS, apply_view, undo_view, with_views
+
+    rng = np.random.default_rng(1)
+    weights = rng.normal(size=(9, 2)).astype(np.float32)
+
+    def forward(x: np.ndarray) -> list[np.ndarray]:
+        """Not symmetric: the mask logits depend on the column, the wafer logits on the top rows."""
+        cols = np.arange(x.shape[3], dtype=np.float32)
+        mask = np.einsum("kc,nchw->nkhw", weights, x[:, :2]) * cols
+        wafer = x[:, :, :4].mean(axis=(1, 2, 3))[:, None] * np.arange(9, dtype=np.float32)
+        return [mask, wafer, x.mean(axis=(2, 3))]
+
+    x = rng.random((3, 2, 8, 8)).astype(np.float32)
+    plain = forward(x)
+    assert with_views(forward, 1) is forward
+    mask, wafer, emb = with_views(forward, 4)(x)
+    per_view = [forward(np.ascontiguousarray(apply_view(x, v))) for v in VIEWS[:4]]
+    probs = [np.exp(undo_view(m, v)) / np.exp(undo_view(m, v)).sum(1, keepdims=True)
+             for (m, _, _), v in zip(per_view, VIEWS[:4], strict=True)]
+    got = np.exp(mask) / np.exp(mask).sum(1, keepdims=True)
+    assert np.allclose(got, np.mean(probs, axis=0), atol=1e-5)
+    assert np.allclose(wafer, np.mean([w for _, w, _ in per_view], axis=0), atol=1e-6)
+    assert not np.allclose(wafer, plain[1])  # the views saw different rows on top
+    assert np.allclose(emb, plain[2], atol=1e-6)  # a symmetric output is unchanged
+    with pytest.raises(ValueError, match="views must be 1..8"):
+        with_views(forward, 9)
+
+
+def test_the_card_s_views_are_what_serving_averages(tiny_model: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from ml.buckets import encode, from_bucket, place, to_bucket
+    from ml.serving import WaferModel
+    from ml.tta import VIEWS, apply_view, undo_view
+
+    model_dir = shutil.copytree(tiny_model.parent, tmp_path / "m")
+    card = json.loads((model_dir / "model_card.json").read_text())
+    card["tta_views"] = 4
+    (model_dir / "model_card.json").write_text(json.dumps(card))
+    plain, tta = WaferModel.load(tiny_model), WaferModel.load(model_dir / tiny_model.name)
+    assert (plain.tta_views, tta.tta_views) == (1, 4)
+    maps = [generate(4, i).dies for i in range(3)] + [np.full((30, 50), 2, np.uint8)]
+    got = tta.raw(maps)
+    # By hand: the plain graph over each view of the bucketed batch, undone and averaged.
+    for i, dies in enumerate(maps):
+        x = to_bucket(encode(dies), place(dies.shape))[None]
+        outs = [plain.session.run(None, {"input": np.ascontiguousarray(apply_view(x, v))}) for v in VIEWS[:4]]
+        wafer = np.mean([o[1] for o in outs], axis=0)[0]
+        assert np.allclose(got.wafer_logits[i], wafer, atol=1e-4)
+        probs = [undo_view(np.exp(o[0]) / np.exp(o[0]).sum(1, keepdims=True), v)
+                 for o, v in zip(outs, VIEWS[:4], strict=True)]
+        expected = from_bucket(np.mean(probs, axis=0)[0], place(dies.shape))
+        assert np.allclose(got.die_probs[i], expected, atol=1e-4)
+    preds = tta.predict(maps)
+    assert [p.die_labels.shape for p in preds] == [m.shape for m in maps]

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 
 import ml.synth
-from ml.evaluate import SYNTH_EVAL_MAPS, SYNTH_EVAL_SEED, evaluation_maps
+from ml.evaluate import SYNTH_EVAL_MAPS, evaluation_maps
 from ml.synth import (
     MIXABLE,
     PRECEDENCE,
     RANDOM,
     REGION_PATTERNS,
+    SYNTH_EVAL_SEED,
     generate,
     generate_many,
     wafer_target,
