@@ -1,9 +1,11 @@
 """Latency measurement of an ONNX wafer model (torch-free), shared by the benchmark
-script and the INT8 ship decision, so both time the same thing the same way."""
+script and the ship step's INT8 and test-time-view decisions, so all of them
+time the same thing the same way."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -46,16 +48,24 @@ def bench_session(model: WaferModel, maps: list[np.ndarray], batch: int) -> dict
     return {**latency_stats(times), "wafers_per_s": round(1000 / float(np.mean(times)), 1)}
 
 
+def interleaved_ms(
+    models: Sequence[WaferModel], maps: list[np.ndarray], batch: int = 8, rounds: int = 5
+) -> list[float]:
+    """Median over ``rounds`` of per-wafer mean latency for each model, interleaved.
+
+    Interleaving (a, b, a, b, ...) exposes every model to the same load
+    drift on a shared machine, which sequential timing does not.
+    """
+    times: list[list[float]] = [[] for _ in models]
+    for _ in range(rounds):
+        for model, t in zip(models, times, strict=True):
+            t.append(bench_session(model, maps, batch)["mean_ms"])
+    return [float(np.median(t)) for t in times]
+
+
 def compare(
     a: WaferModel, b: WaferModel, maps: list[np.ndarray], batch: int = 8, rounds: int = 5
 ) -> tuple[float, float]:
-    """Median over ``rounds`` of per-wafer mean latency for ``a`` and ``b``, interleaved.
-
-    Interleaving (a, b, a, b, ...) exposes both models to the same load
-    drift on a shared machine, which sequential timing does not.
-    """
-    ta, tb = [], []
-    for _ in range(rounds):
-        ta.append(bench_session(a, maps, batch)["mean_ms"])
-        tb.append(bench_session(b, maps, batch)["mean_ms"])
-    return float(np.median(ta)), float(np.median(tb))
+    """``interleaved_ms`` of two models."""
+    ta, tb = interleaved_ms([a, b], maps, batch, rounds)
+    return ta, tb

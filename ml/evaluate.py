@@ -39,7 +39,7 @@ from ml.metrics import (
     sigmoid,
 )
 from ml.serving import WaferModel
-from ml.synth import SYNTH_EVAL_SEED, SynthMap, generate
+from ml.synth import SYNTH_EVAL_SEED, SYNTH_VAL_SEED, SynthMap, generate
 from ml.taxonomy import DEFECT_PATTERNS, PATTERNS
 
 log = structlog.get_logger(__name__)
@@ -150,10 +150,19 @@ def evaluation_maps(n: int) -> list[SynthMap]:
     return [generate(SYNTH_EVAL_SEED, i) for i in range(n)]
 
 
+def validation_maps(n: int) -> list[SynthMap]:
+    """The first ``n`` synthetic validation maps (stream SYNTH_VAL_SEED: model selection, never reported)."""
+    return [generate(SYNTH_VAL_SEED, i) for i in range(n)]
+
+
+def die_masks(model: WaferModel, maps: list[SynthMap]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """True and predicted die codes of ``maps``, as ``MaskOverlap.of`` takes them."""
+    return [m.die_labels for m in maps], [p.die_labels for p in model.predict([m.dies for m in maps])]
+
+
 def synthetic_mean_iou(model: WaferModel, maps: list[SynthMap]) -> float | None:
     """Die-level mean IoU of ``model`` on ``maps`` (the headline figure of ``evaluate_synthetic``)."""
-    masks = [p.die_labels for p in model.predict([m.dies for m in maps])]
-    return _mean_iou(MaskOverlap.of([m.die_labels for m in maps], masks).iou())
+    return _mean_iou(MaskOverlap.of(*die_masks(model, maps)).iou())
 
 
 def evaluate_synthetic(model_path: Path, n: int) -> dict[str, object]:
@@ -169,11 +178,8 @@ def evaluate_synthetic(model_path: Path, n: int) -> dict[str, object]:
     mean IoU 0.842 without them, 0.819 with), so a model gains mostly
     elsewhere; the headline IoU, the bar, still counts them.
     """
-    model = WaferModel.load(model_path)
     maps = evaluation_maps(n)
-    preds = model.predict([m.dies for m in maps])
-    truth = [m.die_labels for m in maps]
-    masks = [p.die_labels for p in preds]
+    truth, masks = die_masks(WaferModel.load(model_path), maps)
     report: dict[str, object] = {"maps": n, "seed": SYNTH_EVAL_SEED}
     overlap = MaskOverlap.of(truth, masks)
     iou = overlap.iou()

@@ -130,6 +130,7 @@ class WaferModel:
         session: ort.InferenceSession,
         mc_head: ort.InferenceSession | None,
         card: dict[str, object],
+        tta_views: int | None = None,
     ) -> None:
         self.session = session
         self.mc_head = mc_head
@@ -139,7 +140,10 @@ class WaferModel:
         self.temperature: float = float(card.get("temperature", 1.0))  # type: ignore[arg-type]
         self.buckets: tuple[int, ...] = tuple(card.get("buckets", BUCKETS))  # type: ignore[arg-type]
         #: Symmetric views averaged per map (``ml.tta``); 1 = the map as it is.
-        self.tta_views: int = int(card.get("tta_views", 1))  # type: ignore[call-overload]
+        #: ``tta_views`` overrides the card's (the ship step compares counts).
+        self.tta_views: int = tta_views or int(card.get("tta_views", 1))  # type: ignore[call-overload]
+        # Built once: a bad count in a card fails at load, not at the first wafer.
+        self.forward: Forward = with_views(self._graph, self.tta_views)
         offsets = card.get("logit_offsets") or {}
         self.logit_offsets = np.array(
             [float(offsets.get(name, 0.0)) for name in PATTERNS], dtype=np.float32  # type: ignore[union-attr]
@@ -150,11 +154,14 @@ class WaferModel:
         )
 
     @classmethod
-    def load(cls, path: str | Path = DEFAULT_MODEL_PATH, intra_op_threads: int = 1) -> WaferModel:
+    def load(
+        cls, path: str | Path = DEFAULT_MODEL_PATH, intra_op_threads: int = 1, tta_views: int | None = None
+    ) -> WaferModel:
         """Load ``path`` (the .onnx file) and the model card beside it.
 
         One intra-op thread by default: at these input sizes extra threads
         slow a call down; scale with processes/partitions instead.
+        ``tta_views`` replaces the card's test-time view count.
         """
         path = Path(path)
         card = json.loads((path.parent / "model_card.json").read_text())
@@ -165,11 +172,11 @@ class WaferModel:
         session = ort.InferenceSession(str(path), opts, providers=providers)
         mc_path = mc_head_path(path)
         mc = ort.InferenceSession(str(mc_path), opts, providers=providers) if mc_path.exists() else None
-        return cls(session, mc, card)
+        return cls(session, mc, card, tta_views)
 
-    def forward(self, x: np.ndarray) -> Sequence[np.ndarray]:
-        """The main graph over a bucketed batch, averaged over the card's test-time views."""
-        return with_views(lambda v: self.session.run(None, {"input": v}), self.tta_views)(x)
+    def _graph(self, x: np.ndarray) -> Sequence[np.ndarray]:
+        """The main graph over one bucketed batch; ``forward`` averages it over the views."""
+        return self.session.run(None, {"input": x})  # type: ignore[no-any-return]
 
     def raw(self, maps: Sequence[np.ndarray], batch_size: int = BATCH_SIZE) -> RawOutput:
         """Run ``forward`` over ``maps`` (see ``run_bucketed``)."""

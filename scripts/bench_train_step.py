@@ -11,8 +11,8 @@ and ratios. Asserts nothing.
 - ``recipe_step``: the whole training step (forward, every loss, backward,
   optimiser) on batches whose share of real maps is the recipe's
   (``real_per_epoch`` of every epoch's maps; a real map is one without a
-  die target), as training ran before (float32, every map decoded) and
-  with this session's changes: the decoder on the maps with die targets
+  die target), as training ran up to model v22 (float32, every map
+  decoded) and as it runs since: the decoder on the maps with die targets
   only, then also the forward pass in bfloat16 (``ml.training.precision``;
   on a CPU without native bfloat16 that variant is emulated and slow, and
   ``auto`` would not pick it).

@@ -9,6 +9,8 @@ and ``embedding (N, D)``. With ``region_head``, ``outputs`` also returns
 ``region_logits (N, 7, H, W)``: one sigmoid per pattern region (training
 target only, see ``ml.training.losses.region_loss``); ``forward``, which
 export traces, leaves them out, so serving's graph keeps its shape.
+Training asks ``outputs`` to decode only the maps with die targets, and
+then the mask and region logits have a row per such map, not per input.
 
 The wafer head is ``Dropout -> Linear`` on the embedding, so MC-dropout only
 needs the embedding and the last layer: serving runs that last layer as a

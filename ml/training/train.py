@@ -57,9 +57,10 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from ml.data import WaferSet
+from ml.evaluate import validation_maps
 from ml.metrics import MaskOverlap, confusion, macro_f1, per_class
 from ml.serving import die_labels_from_probs, run_bucketed
-from ml.synth import SYNTH_TRAIN_SEED, SYNTH_VAL_SEED, SynthMap, generate, generate_many, wafer_target
+from ml.synth import SYNTH_TRAIN_SEED, SynthMap, generate_many, wafer_target
 from ml.taxonomy import DEFECT_PATTERNS, PATTERNS
 from ml.training.batches import Sample, build_augment, iter_batches
 from ml.training.losses import Losses
@@ -167,6 +168,11 @@ def competes(epoch: int, progress: float, cfg: TrainConfig) -> bool:
     return progress >= cfg.early_stop_from or epoch + 1 >= cfg.epochs or progress >= 1.0
 
 
+def should_validate(epoch: int, progress: float, cfg: TrainConfig) -> bool:
+    """Whether epoch ``epoch`` (0-based) is validated: every competing epoch, and every ``validate_every``-th."""
+    return competes(epoch, progress, cfg) or (epoch + 1) % cfg.validate_every == 0
+
+
 def balanced_draw(labels: np.ndarray, n: int, power: float, rng: np.random.Generator) -> np.ndarray:
     """Draw ``n`` indices with class weight proportional to count**-power."""
     # Indexed by the labels drawn from, so every count here is at least 1.
@@ -213,13 +219,13 @@ def train(
 
     Returns the path of the best checkpoint. With ``resume``, continues from
     ``out_dir/last.pt`` (trained and averaged weights, optimiser, schedule,
-    RNG and history). A checkpoint's ``model`` is the weight average (what is
+    RNG and history, and, unless ``cfg`` asks for one, its precision). A checkpoint's ``model`` is the weight average (what is
     validated and exported); ``last.pt`` also keeps the trained weights.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    cfg = replace(cfg, precision=resolve_precision(cfg.precision, device))
-    log.info("precision", precision=cfg.precision, device=device.type)
+    requested = cfg.precision
+    cfg = replace(cfg, precision=resolve_precision(requested, device))
     seed_everything(cfg.seed)
     # channels_last: oneDNN's convolutions run about 1.4x faster per step on CPU.
     net = WaferNet(cfg.model).to(device, memory_format=torch.channels_last)
@@ -231,7 +237,7 @@ def train(
     budget_s = cfg.max_minutes * 60.0
     losses = Losses(cfg).to(device)
     aug = build_augment()
-    synth_val = [generate(SYNTH_VAL_SEED, i) for i in range(cfg.synth_val)]
+    synth_val = validation_maps(cfg.synth_val)
     state: dict[str, object] = {"epoch": 0, "step": 0, "best_f1": -1.0,
                                 "bad_epochs": 0, "history": [], "elapsed_s": 0.0}
     last, best = out_dir / "last.pt", out_dir / "best.pt"
@@ -242,7 +248,10 @@ def train(
         ema.n_averaged.fill_(int(ck["ema_updates"]))
         opt.load_state_dict(ck["optim"])
         state = ck["state"]
+        if requested == "auto":  # the precision the run started in; float32 before the option
+            cfg = replace(cfg, precision=str(ck["config"].get("precision", "fp32")))
         log.info("resumed", epoch=state["epoch"], best_f1=state["best_f1"])
+    log.info("precision", precision=cfg.precision, device=device.type)
     start = time.monotonic() - float(state["elapsed_s"])  # type: ignore[arg-type]
     step = int(state["step"])  # type: ignore[call-overload]
 
@@ -293,8 +302,9 @@ def train(
             if progress() >= 1.0:
                 log.info("schedule_complete", step=step, elapsed_min=round((time.monotonic() - start) / 60, 1))
                 break
-        tail = competes(epoch, progress(), cfg)
-        metrics = validate(ema.module, calib, synth_val, device) if tail or (epoch + 1) % cfg.validate_every == 0 else {}
+        done = progress()
+        tail = competes(epoch, done, cfg)
+        metrics = validate(ema.module, calib, synth_val, device) if should_validate(epoch, done, cfg) else {}
         elapsed = time.monotonic() - start
         state["epoch"] = epoch + 1
         state["step"] = step

@@ -14,7 +14,7 @@ from ml.synth import generate
 from ml.taxonomy import PATTERNS
 
 
-@pytest.mark.parametrize("module", ["ml.serving", "ml.render", "ml.cli", "ml.evaluate"])
+@pytest.mark.parametrize("module", ["ml.serving", "ml.render", "ml.cli", "ml.evaluate", "ml.tta", "ml.benchmark"])
 def test_import_does_not_pull_torch(module: str) -> None:
     code = f"import sys, {module}; print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'segmentation_models_pytorch'))))"
     out = subprocess.run(
@@ -135,6 +135,7 @@ def test_the_card_s_views_are_what_serving_averages(tiny_model: Path, tmp_path: 
     (model_dir / "model_card.json").write_text(json.dumps(card))
     plain, tta = WaferModel.load(tiny_model), WaferModel.load(model_dir / tiny_model.name)
     assert (plain.tta_views, tta.tta_views) == (1, 4)
+    assert WaferModel.load(model_dir / tiny_model.name, tta_views=2).tta_views == 2  # the ship step's override
     maps = [generate(4, i).dies for i in range(3)] + [np.full((30, 50), 2, np.uint8)]
     got = tta.raw(maps)
     # By hand: the plain graph over each view of the bucketed batch, undone and averaged.
@@ -149,3 +150,16 @@ def test_the_card_s_views_are_what_serving_averages(tiny_model: Path, tmp_path: 
         assert np.allclose(got.die_probs[i], expected, atol=1e-4)
     preds = tta.predict(maps)
     assert [p.die_labels.shape for p in preds] == [m.shape for m in maps]
+
+
+def test_a_card_with_an_impossible_view_count_fails_at_load(tiny_model: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from ml.serving import WaferModel
+
+    model_dir = shutil.copytree(tiny_model.parent, tmp_path / "m")
+    card = json.loads((model_dir / "model_card.json").read_text())
+    card["tta_views"] = 9
+    (model_dir / "model_card.json").write_text(json.dumps(card))
+    with pytest.raises(ValueError, match="views must be 1..8"):
+        WaferModel.load(model_dir / tiny_model.name)

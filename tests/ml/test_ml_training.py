@@ -24,6 +24,7 @@ from ml.training.train import (
     load_checkpoint,
     seed_everything,
     should_stop,
+    should_validate,
     synth_samples,
     train,
 )
@@ -110,22 +111,50 @@ def test_decoding_a_subset_gives_those_maps_masks_and_the_same_wafer_outputs(tin
     assert none.region_logits is not None and none.region_logits.shape == (0, len(REGION_PATTERNS), 64, 64)
 
 
-def test_validation_runs_every_few_epochs_before_the_tail_and_every_epoch_in_it(  # type: ignore[no-untyped-def]
+def test_validation_runs_every_few_epochs_before_the_tail_and_every_epoch_in_it() -> None:
+    cfg = TrainConfig(epochs=40, early_stop_from=0.75, validate_every=5)
+    assert [e + 1 for e in range(20) if should_validate(e, 0.5, cfg)] == [5, 10, 15, 20]
+    assert all(should_validate(e, 0.8, cfg) for e in range(30, 39))  # the tail: every epoch
+    assert should_validate(38, 0.6, cfg) is False and should_validate(39, 0.6, cfg) is True  # last epoch
+
+
+def test_a_run_validates_the_interval_and_the_last_epoch_and_records_its_precision(  # type: ignore[no-untyped-def]
     tiny_config, real_fixture: Path, tmp_path: Path
 ) -> None:
     from ml.data import load_npz
 
     ws = load_npz(real_fixture)
-    cfg = replace(tiny_config, epochs=5, validate_every=2, early_stop_from=0.7, patience=10,
-                  real_per_epoch=16, synth_per_epoch=16)
-    train(cfg, ws, ws, tmp_path)
-    history = json.loads((tmp_path / "history.json").read_text())
-    # Epochs 2 and 4 by the interval; 4 and 5 reach progress 0.8 and 1.0, the tail.
+    cfg = replace(tiny_config, epochs=5, validate_every=2, patience=10, real_per_epoch=16, synth_per_epoch=16)
+    train(cfg, ws, ws, tmp_path / "run")
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    # The tiny run never reaches the tail by progress: 2 and 4 by the interval, 5 as the last epoch.
     assert [h["epoch"] for h in history if "macro_f1" in h] == [2, 4, 5]
-    best = torch.load(tmp_path / "best.pt", weights_only=False)
-    assert best["state"]["epoch"] in (4, 5)
+    assert all("loss" in h and "elapsed_s" in h for h in history)
+    best = torch.load(tmp_path / "run" / "best.pt", weights_only=False)
+    assert best["state"]["epoch"] == 5
     # The checkpoint records the precision the run resolved, not "auto".
-    assert best["config"]["precision"] in ("bf16", "fp32")
+    assert best["config"]["precision"] == resolve_precision("auto", torch.device("cpu"))
+
+
+def test_a_resumed_run_keeps_the_precision_it_started_in(  # type: ignore[no-untyped-def]
+    tiny_config, real_fixture: Path, tmp_path: Path
+) -> None:
+    from ml.data import load_npz
+
+    ws = load_npz(real_fixture)
+    small = replace(tiny_config, real_per_epoch=16, synth_per_epoch=16)
+    train(replace(small, epochs=1, precision="bf16"), ws, ws, tmp_path)  # bf16 on any host (emulated or not)
+    train(replace(small, epochs=2), ws, ws, tmp_path, resume=True)  # "auto" would be fp32 on some hosts
+    assert torch.load(tmp_path / "last.pt", weights_only=False)["config"]["precision"] == "bf16"
+    # A checkpoint from before the option trained in float32, and resumes so.
+    ck = torch.load(tmp_path / "last.pt", weights_only=False)
+    del ck["config"]["precision"]
+    torch.save(ck, tmp_path / "last.pt")
+    train(replace(small, epochs=3), ws, ws, tmp_path, resume=True)
+    assert torch.load(tmp_path / "last.pt", weights_only=False)["config"]["precision"] == "fp32"
+    # Asking for a precision wins over the checkpoint's.
+    train(replace(small, epochs=4, precision="bf16"), ws, ws, tmp_path, resume=True)
+    assert torch.load(tmp_path / "last.pt", weights_only=False)["config"]["precision"] == "bf16"
 
 
 def test_region_loss_reads_on_wafer_pixels_only_and_rewards_the_true_regions() -> None:
