@@ -36,7 +36,10 @@ from ml.taxonomy import PATTERNS
 class ModelConfig:
     """Architecture hyper-parameters, stored in checkpoints and model cards."""
 
-    encoder: str = "tu-mobilenetv3_small_100"
+    #: Shipped since v22, the default since v23. ``tu-mobilenetv3_small_100``,
+    #: the default before, is cheaper per step but scored lower in the same
+    #: 42 minutes (docs/model.md, "The shipped recipe in the 42-minute budget").
+    encoder: str = "tu-resnet10t"
     #: Input planes the model reads: the first ``in_channels`` of ``ml.buckets.encode``.
     in_channels: int = IN_CHANNELS
     encoder_depth: int = 4
@@ -47,8 +50,9 @@ class ModelConfig:
     #: level counted from the deepest (last entry = deepest level).
     head_channels: tuple[int, ...] = (64, 128, 256)
     #: Extra output planes, one per ``REGION_PATTERNS`` entry, trained on
-    #: every on-wafer die inside or outside each pattern's region.
-    region_head: bool = False
+    #: every on-wafer die inside or outside each pattern's region (on by
+    #: default since v23; checkpoints from before the option had none).
+    region_head: bool = True
 
     def to_dict(self) -> dict[str, object]:
         """JSON-friendly form."""
