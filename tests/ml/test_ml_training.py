@@ -30,8 +30,9 @@ from ml.training.train import (
 )
 
 
-@pytest.mark.parametrize("region_head", [False, True])
-def test_a_few_steps_lower_the_loss(tiny_config, region_head: bool) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(("region_head", "precision"), [(False, "fp32"), (True, "fp32"), (True, "bf16")])
+def test_a_few_steps_lower_the_loss(tiny_config, region_head: bool, precision: str) -> None:  # type: ignore[no-untyped-def]
+    """Forced bf16 runs on any CPU (emulated where not native), so every case holds on every host."""
     seed_everything(0)
     net = WaferNet(replace(tiny_config.model, region_head=region_head))
     losses = Losses(tiny_config)
@@ -40,46 +41,23 @@ def test_a_few_steps_lower_the_loss(tiny_config, region_head: bool) -> None:  # 
     opt = torch.optim.AdamW(net.parameters(), lr=3e-3)
     history, region = [], []
     for _ in range(12):
-        out = net.outputs(batch.x)
+        with forward_autocast(precision, torch.device("cpu")):
+            out = net.outputs(batch.x, decode=batch.has_mask)
+        assert out.mask_logits.dtype == (torch.bfloat16 if precision == "bf16" else torch.float32)
         regions = None if out.region_logits is None else (out.region_logits, batch.regions, batch.x[:, :1])
         loss, parts = losses(out.mask_logits, out.wafer_logits, batch.target, batch.mask, batch.has_mask, regions)
+        assert loss.dtype == torch.float32  # the losses upcast bfloat16 logits
         opt.zero_grad()
         loss.backward()
         opt.step()
         history.append(loss.item())
         region.append(parts.get("region"))
     assert history[-1] < 0.8 * history[0]
+    assert all(p.dtype == torch.float32 for p in net.parameters())
     if region_head:
         assert region[-1] is not None and region[-1] < region[0]  # type: ignore[operator]
     else:
         assert region == [None] * 12
-
-
-def test_bf16_steps_lower_the_loss_and_keep_float32_weights(tiny_config) -> None:  # type: ignore[no-untyped-def]
-    """Forced bf16 runs on any CPU (emulated where not native), so this holds on every host."""
-    seed_everything(0)
-    net = WaferNet(replace(tiny_config.model, region_head=True))
-    losses = Losses(tiny_config)
-    batch = next(iter_batches(synth_samples([generate(0, i) for i in range(16)]), 16,
-                              np.random.default_rng(0), None))
-    opt = torch.optim.AdamW(net.parameters(), lr=3e-3)
-    cpu = torch.device("cpu")
-    history = []
-    for _ in range(12):
-        with forward_autocast("bf16", cpu):
-            out = net.outputs(batch.x, decode=batch.has_mask)
-        assert out.mask_logits.dtype == torch.bfloat16
-        loss, _ = losses(out.mask_logits, out.wafer_logits, batch.target, batch.mask, batch.has_mask,
-                         (out.region_logits, batch.regions, batch.x[:, :1]))
-        assert loss.dtype == torch.float32
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        history.append(loss.item())
-    assert history[-1] < 0.8 * history[0]
-    assert all(p.dtype == torch.float32 for p in net.parameters())
-    with forward_autocast("fp32", cpu):
-        assert net.outputs(batch.x).mask_logits.dtype == torch.float32
 
 
 def test_precision_auto_means_bf16_only_where_the_hardware_has_it() -> None:
