@@ -65,6 +65,12 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
+def softmax(x: np.ndarray, axis: int) -> np.ndarray:
+    """Numerically stable softmax along ``axis`` (die-mask logits -> class probabilities)."""
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
 def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
     """Temperature minimising multi-label binary cross-entropy (grid + refinement).
 

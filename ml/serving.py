@@ -22,7 +22,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ml.buckets import BUCKETS, IN_CHANNELS, encode, from_bucket, place, to_bucket
-from ml.metrics import sigmoid
+from ml.metrics import sigmoid, softmax
 from ml.taxonomy import DEFECT_PATTERNS, PATTERNS
 from ml.tta import Forward, with_views
 
@@ -70,11 +70,6 @@ def input_channels(session: ort.InferenceSession) -> int:
     return int(session.get_inputs()[0].shape[1])
 
 
-def _softmax(x: np.ndarray, axis: int) -> np.ndarray:
-    e = np.exp(x - x.max(axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)
-
-
 def _binary_entropy(p: np.ndarray) -> np.ndarray:
     p = np.clip(p, 1e-7, 1 - 1e-7)
     return -(p * np.log(p) + (1 - p) * np.log(1 - p))
@@ -110,7 +105,7 @@ def run_bucketed(
                 emb = np.zeros((n, embedding.shape[1]), dtype=np.float32)
             logits[chunk] = wafer_logits
             emb[chunk] = embedding
-            pr = _softmax(mask_logits, axis=1)
+            pr = softmax(mask_logits, axis=1)
             for row, i in enumerate(chunk):
                 probs[i] = from_bucket(pr[row], placements[i])
     return RawOutput(logits, probs, emb if emb is not None else np.zeros((0, 0), np.float32))

@@ -21,6 +21,8 @@ from typing import Final
 
 import numpy as np
 
+from ml.metrics import softmax
+
 #: A forward pass: bucketed input batch -> (mask_logits, wafer_logits, embedding).
 Forward = Callable[[np.ndarray], Sequence[np.ndarray]]
 
@@ -46,11 +48,6 @@ def undo_view(y: np.ndarray, view: tuple[int, bool]) -> np.ndarray:
     return np.rot90(out, -turns, axes=(2, 3))
 
 
-def _log_softmax(x: np.ndarray, axis: int) -> np.ndarray:
-    shifted = x - x.max(axis=axis, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
-
-
 def with_views(forward: Forward, views: int) -> Forward:
     """``forward`` run once over the first ``views`` of ``VIEWS`` of every map, outputs averaged.
 
@@ -70,7 +67,7 @@ def with_views(forward: Forward, views: int) -> Forward:
         n = len(x)
         batch = np.ascontiguousarray(np.concatenate([apply_view(x, v) for v in chosen]))
         mask_logits, wafer_logits, embedding = forward(batch)
-        probs = np.mean([np.exp(_log_softmax(undo_view(mask_logits[k * n:(k + 1) * n], v), 1))
+        probs = np.mean([softmax(undo_view(mask_logits[k * n:(k + 1) * n], v), 1)
                          for k, v in enumerate(chosen)], axis=0)
         mean = [a.reshape(views, n, *a.shape[1:]).mean(0) for a in (wafer_logits, embedding)]
         return [np.log(np.maximum(probs, 1e-12)).astype(np.float32), *mean]

@@ -134,8 +134,8 @@ class WaferNet(nn.Module):
         ``decode`` (bool, ``(N,)``) picks the maps whose die masks (and region
         planes) are computed, in batch order; ``None`` decodes all. Why:
         training has die targets for synthetic maps only, and the real maps,
-        about 60 % of every batch, went through the decoder for nothing: the
-        step took 1.2-1.4x as long (docs/model.md, "Training speed").
+        62 % of every batch, went through the decoder for nothing: the step
+        took 1.23x as long (docs/model.md, "Training speed").
         """
         feats = self.encoder(x)
         if decode is None:
