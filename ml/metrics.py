@@ -99,6 +99,7 @@ def fit_logit_offsets(
     labels: np.ndarray,
     grid: np.ndarray = np.arange(-2.0, 2.001, 0.25),
     rounds: int = 3,
+    classes: tuple[int, ...] | None = None,
 ) -> np.ndarray:
     """Per-class offsets added to wafer logits that maximise top-1 macro-F1 on ``labels``.
 
@@ -109,12 +110,13 @@ def fit_logit_offsets(
     coarse grid, a few rounds) sets the trade-off the model is judged by. The
     grid is coarse and bounded, and ties go to the smallest shift, so a small
     calibration split cannot push a rare class far on a handful of maps.
+    ``classes`` limits the search to those columns (the others stay 0).
     """
     offsets = np.zeros(logits.shape[1])
     best = decision_macro_f1(logits, labels, offsets)
     for _ in range(rounds):
         changed = False
-        for k in range(logits.shape[1]):
+        for k in range(logits.shape[1]) if classes is None else classes:
             for g in sorted(grid, key=abs):
                 trial = offsets.copy()
                 trial[k] = g

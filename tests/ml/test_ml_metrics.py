@@ -39,12 +39,26 @@ def test_offsets_are_kept_only_when_they_carry_over_to_unseen_maps() -> None:
     labels = rng.integers(0, 9, 3000)
     shifted = _logits(labels, rng)
     shifted[:, 2] -= 2.0
-    offsets, gain = generalising_offsets(shifted, labels)
-    assert gain > 0.05 and offsets[2] > 0
+    offsets, gain, scope = generalising_offsets(shifted, labels)
+    assert gain > 0.05 and offsets[2] > 0 and scope == "all"
     # Pure noise: whatever offsets fit one half cannot help the other.
     noise = rng.normal(0.0, 1.0, (3000, 9))
-    offsets, gain = generalising_offsets(noise, labels)
-    assert gain <= 0 and not offsets.any()
+    offsets, gain, scope = generalising_offsets(noise, labels)
+    assert gain <= 0 and not offsets.any() and scope == "dropped"
+
+
+def test_the_none_offset_survives_when_the_rare_class_offsets_do_not_generalise() -> None:
+    """Clean maps under-called (the prior shift), rare classes only noise: keep ``none``'s offset alone."""
+    from ml.evaluate import generalising_offsets
+
+    rng = np.random.default_rng(2)
+    labels = np.where(rng.random(3000) < 0.6, 0, rng.integers(1, 9, 3000))
+    logits = rng.normal(0.0, 1.0, (3000, 9))
+    logits[labels == 0, 0] += 3.0
+    logits[:, 0] -= 3.0
+    offsets, gain, scope = generalising_offsets(logits, labels)
+    assert scope == "none only" and gain > 0.02
+    assert offsets[0] > 0 and not offsets[1:].any()
 
 
 def _scratch_maps() -> tuple[list[np.ndarray], list[np.ndarray]]:
