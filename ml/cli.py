@@ -356,6 +356,8 @@ def _decoder_channels(
               help="U-Net decoder widths, deepest first (default 64,32,16,16).")
 @click.option("--region-head/--no-region-head", default=None,
               help="Train extra output planes on the synthetic pattern regions (docs/model.md).")
+@click.option("--input-skip/--no-input-skip", default=None,
+              help="Feed the input planes to the mask head at full resolution (docs/model.md).")
 @click.option("--seed", type=int, default=None)
 # The choices are ml.training.precision.PRECISIONS, written out: importing it would load torch.
 @click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default=None,
@@ -367,7 +369,8 @@ def _decoder_channels(
 def train_cmd(
     out_dir: Path, data_dir: Path, epochs: int | None, real_per_epoch: int | None,
     synth_per_epoch: int | None, max_minutes: float | None, encoder: str | None,
-    decoder_channels: tuple[int, ...] | None, region_head: bool | None, seed: int | None,
+    decoder_channels: tuple[int, ...] | None, region_head: bool | None, input_skip: bool | None,
+    seed: int | None,
     precision: str | None, resume: bool, ship_dir: Path | None,
 ) -> None:
     """Train the wafer model.
@@ -388,7 +391,7 @@ def train_cmd(
         return {k: v for k, v in options.items() if v is not None}
 
     model = ModelConfig(**given(encoder=encoder, decoder_channels=decoder_channels,  # type: ignore[arg-type]
-                                region_head=region_head))
+                                region_head=region_head, input_skip=input_skip))
     cfg = dataclasses.replace(
         TrainConfig(model=model),
         **given(epochs=epochs, real_per_epoch=real_per_epoch, synth_per_epoch=synth_per_epoch,

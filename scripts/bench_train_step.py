@@ -17,7 +17,7 @@ and ratios. Asserts nothing.
   on a CPU without native bfloat16 that variant is emulated and slow, and
   ``auto`` would not pick it).
 
-    python scripts/bench_train_step.py [--steps 24] [--batch 32] [--encoder E] [--region-head]
+    python scripts/bench_train_step.py [--steps 24] [--batch 32] [--encoder E] [--region-head] [--input-skip]
 """
 
 from __future__ import annotations
@@ -143,10 +143,12 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--encoder", default=None, help="Encoder (default: TrainConfig's).")
     ap.add_argument("--region-head", action="store_true", help="With the region planes.")
+    ap.add_argument("--input-skip", action="store_true", help="With the full-resolution input skip.")
     args = ap.parse_args()
     cfg = TrainConfig()
     model = replace(cfg.model, encoder=args.encoder or cfg.model.encoder,
-                    region_head=args.region_head or cfg.model.region_head)
+                    region_head=args.region_head or cfg.model.region_head,
+                    input_skip=args.input_skip or cfg.model.input_skip)
     cfg = replace(cfg, model=model)
     real_share = cfg.real_per_epoch / (cfg.real_per_epoch + cfg.synth_per_epoch)
     synthetic = full_batches(cfg, args.batch, args.steps, 0.0)
@@ -160,6 +162,7 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(),
         "encoder": model.encoder,
         "region_head": model.region_head,
+        "input_skip": model.input_skip,
         "train_step": {name: latency_stats(s) for name, s in masks["step"].items()},
         "mask_loss_fwd_bwd": {name: latency_stats(s) for name, s in masks["loss"].items()},
         "step_speedup_vs_smp": ratio(masks["step"], "smp_dice_focal", "dice_focal"),

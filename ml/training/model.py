@@ -53,6 +53,11 @@ class ModelConfig:
     #: every on-wafer die inside or outside each pattern's region (on by
     #: default since v23; checkpoints from before the option had none).
     region_head: bool = True
+    #: Give the mask head the input planes at full resolution (``DieDetail``).
+    #: Off by default: a tie in a 12-epoch A/B and, with the wide decoder,
+    #: in a 42-minute run (v25, docs/model.md). Checkpoints from before the
+    #: option had none.
+    input_skip: bool = False
 
     def to_dict(self) -> dict[str, object]:
         """JSON-friendly form."""
@@ -66,6 +71,7 @@ class ModelConfig:
         """Inverse of ``to_dict``."""
         d = dict(d)
         d.setdefault("region_head", False)  # checkpoints from before the option
+        d.setdefault("input_skip", False)  # likewise
         d["decoder_channels"] = tuple(d["decoder_channels"])  # type: ignore[arg-type]
         d["head_channels"] = tuple(d["head_channels"])  # type: ignore[arg-type]
         return cls(**d)  # type: ignore[arg-type]
@@ -78,6 +84,36 @@ def expand(in_channels: int, out_channels: int) -> nn.Sequential:
         nn.BatchNorm2d(out_channels),
         nn.Hardswish(),
     )
+
+
+#: Width of ``DieDetail``'s full-resolution conv.
+DIE_DETAIL_CHANNELS = 32
+
+
+class DieDetail(nn.Module):
+    """Decoder output + input planes at full resolution -> conv -> mask logits.
+
+    Why: smp's U-Net drops the encoder's full-resolution feature (the input
+    itself), so its last decoder stage only upsamples 1/2-resolution
+    features. One die is one pixel in most buckets: which failing die lies on
+    a one-die scratch and which is a background fail beside it is decided
+    from blurred features. Concatenating the input planes (fail, line
+    evidence) back in lets the head label dies from die-exact evidence, for
+    one 3x3 conv at full resolution.
+    """
+
+    def __init__(self, decoder_channels: int, in_channels: int, planes: int) -> None:
+        super().__init__()
+        self.fuse = nn.Sequential(
+            nn.Conv2d(decoder_channels + in_channels, DIE_DETAIL_CHANNELS, 3, padding=1, bias=False),
+            nn.BatchNorm2d(DIE_DETAIL_CHANNELS),
+            nn.ReLU(inplace=True),
+        )
+        self.out = nn.Conv2d(DIE_DETAIL_CHANNELS, planes, 3, padding=1)
+
+    def forward(self, decoded: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Mask (and region) logits from the decoder output and the input it was computed from."""
+        return self.out(self.fuse(torch.cat([decoded, x], dim=1)))
 
 
 class WaferOutputs(NamedTuple):
@@ -115,7 +151,11 @@ class WaferNet(nn.Module):
         )
         self.encoder = unet.encoder
         self.decoder = unet.decoder
-        self.seg_head = unet.segmentation_head
+        # One of the two mask heads: smp's conv on the decoder output, or DieDetail.
+        self.seg_head = None if cfg.input_skip else unet.segmentation_head
+        self.die_detail = (
+            DieDetail(cfg.decoder_channels[-1], cfg.in_channels, self.mask_planes) if cfg.input_skip else None
+        )
         levels = self.encoder.out_channels[-len(cfg.head_channels):]
         self.expand = nn.ModuleList(expand(c, w) for c, w in zip(levels, cfg.head_channels, strict=True))
         # Mean + max pooling: max keeps small patterns (Scratch, Loc) visible.
@@ -139,9 +179,9 @@ class WaferNet(nn.Module):
         """
         feats = self.encoder(x)
         if decode is None:
-            mask_logits = self.seg_head(self.decoder(feats))
+            mask_logits = self._mask_logits(feats, x)
         elif bool(decode.any()):
-            mask_logits = self.seg_head(self.decoder([f[decode] for f in feats]))
+            mask_logits = self._mask_logits([f[decode] for f in feats], x[decode])
         else:  # a batch of real maps only: nothing to decode
             mask_logits = x.new_zeros((0, self.mask_planes, *x.shape[2:]))
         region_logits = None
@@ -152,3 +192,11 @@ class WaferNet(nn.Module):
         pooled = torch.cat([w.mean(dim=(2, 3)) for w in wide] + [w.amax(dim=(2, 3)) for w in wide], dim=1)
         emb = self.embed(pooled)
         return WaferOutputs(mask_logits, self.head(self.head_dropout(emb)), emb, region_logits)
+
+    def _mask_logits(self, feats: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """Decode ``feats`` (of the maps ``x``) into mask and region logits."""
+        decoded = self.decoder(feats)
+        if self.die_detail is not None:
+            return self.die_detail(decoded, x)
+        assert self.seg_head is not None  # __init__ builds exactly one of the two
+        return self.seg_head(decoded)

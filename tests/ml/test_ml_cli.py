@@ -293,8 +293,25 @@ def test_ship_serves_the_chosen_views_with_their_own_calibration_and_reports(  #
         assert json.dumps(on_disk, sort_keys=True) == json.dumps(card[key], sort_keys=True)
 
 
+def _train_one_tiny_epoch(real_fixture: Path, tmp_path: Path, *options: str) -> Path:
+    """``waferstream train`` for one epoch of 16 + 16 maps with a small encoder; returns the run directory."""
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(real_fixture, data / TRAIN_FILE)
+    out = tmp_path / "run"
+    res = CliRunner().invoke(train_cmd, [
+        "--out", str(out), "--data-dir", str(data), "--epochs", "1", "--real-per-epoch", "16",
+        "--synth-per-epoch", "16", "--encoder", "tu-mobilenetv3_small_050", *options,
+    ])
+    assert res.exit_code == 0, res.output
+    return out
+
+
 def test_train_builds_the_architecture_it_is_given(real_fixture: Path, tmp_path: Path) -> None:
-    """``--decoder-channels`` and ``--region-head`` reach the network, its checkpoint and its export."""
+    """``--decoder-channels`` and ``--region-head`` reach the network, its checkpoint and its export.
+
+    Without the input skip, so smp's own mask head is covered here and ``DieDetail`` in the next test.
+    """
     import onnxruntime as ort
     import torch
 
@@ -302,16 +319,8 @@ def test_train_builds_the_architecture_it_is_given(real_fixture: Path, tmp_path:
     from ml.synth import REGION_PATTERNS
     from ml.training.train import load_checkpoint
 
-    data = tmp_path / "data"
-    data.mkdir()
-    shutil.copy(real_fixture, data / TRAIN_FILE)
-    out = tmp_path / "run"
-    res = CliRunner().invoke(train_cmd, [
-        "--out", str(out), "--data-dir", str(data), "--epochs", "1", "--real-per-epoch", "16",
-        "--synth-per-epoch", "16", "--encoder", "tu-mobilenetv3_small_050",
-        "--decoder-channels", "24,16,12,8", "--region-head",
-    ])
-    assert res.exit_code == 0, res.output
+    out = _train_one_tiny_epoch(real_fixture, tmp_path, "--decoder-channels", "24,16,12,8", "--region-head",
+                                "--no-input-skip")
     net, ck = load_checkpoint(out / "last.pt")
     assert ck["config"]["model"]["decoder_channels"] == [24, 16, 12, 8]
     widths = [m.out_channels for m in net.decoder.modules() if isinstance(m, torch.nn.Conv2d)]
@@ -325,6 +334,33 @@ def test_train_builds_the_architecture_it_is_given(real_fixture: Path, tmp_path:
     x = np.zeros((1, session.get_inputs()[0].shape[1], 64, 64), np.float32)
     assert session.run(None, {session.get_inputs()[0].name: x})[0].shape == (1, len(PATTERNS), 64, 64)
     assert parity(net, model, (np.random.default_rng(0).random(x.shape) > 0.5).astype(np.float32)) < 1e-4
+
+
+def test_the_input_skip_feeds_the_mask_head_and_exports(real_fixture: Path, tmp_path: Path) -> None:
+    """``--input-skip``: the mask head reads the input planes at full resolution, in training and in ONNX."""
+    import onnxruntime as ort
+    import torch
+
+    from ml.export import export_checkpoint, parity
+    from ml.training.train import load_checkpoint
+
+    out = _train_one_tiny_epoch(real_fixture, tmp_path, "--input-skip")
+    net, ck = load_checkpoint(out / "last.pt")
+    assert ck["config"]["model"]["input_skip"] is True
+    assert net.seg_head is None and net.die_detail is not None
+    # Die-exact: flipping one die's input changes that die's mask logits through the skip alone.
+    net.eval()
+    x = torch.zeros(1, net.cfg.in_channels, 64, 64)
+    flipped = x.clone()
+    flipped[0, :2, 30, 30] = 1.0
+    decoded = net.decoder(net.encoder(x))
+    delta = net.die_detail(decoded, flipped) - net.die_detail(decoded, x)
+    assert delta[0, :, 30, 30].abs().sum() > 0 and delta[0, :, 20, 20].abs().sum() == 0
+    model = export_checkpoint(out / "last.pt", tmp_path / "model")
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    x_np = (np.random.default_rng(0).random((2, net.cfg.in_channels, 64, 96)) > 0.5).astype(np.float32)
+    assert session.run(None, {session.get_inputs()[0].name: x_np})[0].shape == (2, len(PATTERNS), 64, 96)
+    assert parity(net, model, x_np) < 1e-4
 
 
 @pytest.mark.parametrize("value", ["64,32,16", "64,32,16,0", "64,x,16,16"])
@@ -350,10 +386,20 @@ def test_the_card_s_command_names_what_differs_from_the_defaults() -> None:
     assert reproduce_command(longer.to_dict()) == (
         f"{REPRODUCE} --epochs 42 --max-minutes 600 --decoder-channels 96,48,24,24 {region_flag}"
     )
+    skip = not default.model.input_skip
+    skip_flag = "--input-skip" if skip else "--no-input-skip"
+    assert reproduce_command(replace(default, model=replace(default.model, input_skip=skip)).to_dict()) == (
+        f"{REPRODUCE} {skip_flag}"
+    )
     # A checkpoint from before the region planes was trained without them (v13).
     old = default.to_dict()
     del old["model"]["region_head"]  # type: ignore[attr-defined]
     without = replace(default, model=replace(default.model, region_head=False)).to_dict()
+    assert reproduce_command(old) == reproduce_command(without)
+    # Likewise the input skip: checkpoints from before it had none.
+    old = default.to_dict()
+    del old["model"]["input_skip"]  # type: ignore[attr-defined]
+    without = replace(default, model=replace(default.model, input_skip=False)).to_dict()
     assert reproduce_command(old) == reproduce_command(without)
     # Every run before the precision option trained in float32; a run records what it resolved.
     no_precision = default.to_dict()
