@@ -62,9 +62,9 @@ def _ece(probs: np.ndarray, labels: np.ndarray) -> float:
     return expected_calibration_error(norm.max(1), (top == labels).astype(float))
 
 
-#: Offset sets ``generalising_offsets`` chooses between, smallest first: every
-#: class, or the ``none`` column alone (``None`` = every class).
-OFFSET_SCOPES: Final[dict[str, tuple[int, ...] | None]] = {"none only": (0,), "all": None}
+#: Offset sets ``generalising_offsets`` chooses between, smallest first: the
+#: ``none`` column alone, then every class (``None``).
+OFFSET_SCOPES: Final[dict[str, tuple[int, ...] | None]] = {"none only": (PATTERNS.index("none"),), "all": None}
 
 
 def cross_fitted_gain(logits: np.ndarray, labels: np.ndarray, classes: tuple[int, ...] | None) -> float:
@@ -99,7 +99,7 @@ def generalising_offsets(logits: np.ndarray, labels: np.ndarray) -> tuple[np.nda
     gains = {scope: cross_fitted_gain(logits, labels, classes) for scope, classes in OFFSET_SCOPES.items()}
     scope = max(gains, key=lambda k: gains[k])  # dicts keep order: the smaller scope wins ties
     if gains[scope] <= 0:
-        return np.zeros(logits.shape[1]), max(gains.values()), "dropped"
+        return np.zeros(logits.shape[1]), gains[scope], "dropped"
     return fit_logit_offsets(logits, labels, classes=OFFSET_SCOPES[scope]), gains[scope], scope
 
 
