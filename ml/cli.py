@@ -238,22 +238,25 @@ def try_tta(model_path: Path, tta_dir: Path, calib: WaferSet, data_dir: Path, sy
     records every count's figures.
     """
     from ml.benchmark import interleaved_ms
-    from ml.evaluate import calibrate, synthetic_mean_iou, update_card, validation_maps
+    from ml.evaluate import CARD_JSON, calibrate, synthetic_mean_iou, update_card
     from ml.serving import WaferModel, mc_head_path
+    from ml.synth import validation_maps
 
-    models = [WaferModel.load(model_path, tta_views=v) for v in TTA_VIEW_COUNTS]
+    # One graph load: the view counts differ only in how they call it.
+    graph = WaferModel.load(model_path)
+    models = [WaferModel(graph.session, graph.mc_head, graph.card, v) for v in TTA_VIEW_COUNTS]
     val = validation_maps(synth_maps)
     iou = {v: synthetic_mean_iou(m, val) for v, m in zip(TTA_VIEW_COUNTS, models, strict=True)}
     ms = dict(zip(TTA_VIEW_COUNTS, interleaved_ms(models, latency_maps(calib), rounds=3), strict=True))
     views = tta_views_that_earn_it(iou, ms)
-    card = json.loads((model_path.parent / "model_card.json").read_text())
+    card: dict[str, Any] = graph.card
     result: dict[str, object] = {"val_mean_iou": {str(v): i for v, i in iou.items()},
                                  "ms_per_wafer_batch8": {str(v): t for v, t in ms.items()},
                                  "candidate_views": views, "views": 1}
     click.echo(f"test-time views: validation mean IoU {iou}, ms/wafer {ms}, candidate {views}")
     if views > 1:
         tta_dir.mkdir(parents=True, exist_ok=True)
-        for f in (model_path, mc_head_path(model_path), model_path.parent / "model_card.json"):
+        for f in (model_path, mc_head_path(model_path), model_path.parent / CARD_JSON):
             shutil.copy(f, tta_dir / f.name)
         update_card(tta_dir, {"tta_views": views, "version": f"{card['version']}-tta{views}"})
         calibrate(tta_dir / model_path.name, calib)
@@ -265,7 +268,7 @@ def try_tta(model_path: Path, tta_dir: Path, calib: WaferSet, data_dir: Path, sy
         if keeps_scores(own, with_views):
             result["views"] = views
             # The card describes what serves: the views, their calibration and their reports.
-            for name in ("model_card.json", *REPORT_FILES):
+            for name in (CARD_JSON, *REPORT_FILES):
                 shutil.copy(tta_dir / name, model_path.parent / name)
     click.echo(f"test-time views decision: {json.dumps(result)}")
     update_card(model_path.parent, {"tta": result})

@@ -39,7 +39,7 @@ from ml.metrics import (
     sigmoid,
 )
 from ml.serving import WaferModel
-from ml.synth import SYNTH_EVAL_SEED, SYNTH_VAL_SEED, SynthMap, generate
+from ml.synth import SYNTH_EVAL_SEED, SynthMap, evaluation_maps
 from ml.taxonomy import DEFECT_PATTERNS, PATTERNS
 
 log = structlog.get_logger(__name__)
@@ -163,16 +163,6 @@ def _mean_iou(iou: np.ndarray) -> float | None:
     """Mean over the defect patterns that occurred; None if none did."""
     defect = iou[1:]
     return None if np.isnan(defect).all() else float(np.nanmean(defect))
-
-
-def evaluation_maps(n: int) -> list[SynthMap]:
-    """The first ``n`` synthetic evaluation maps (stream SYNTH_EVAL_SEED, never trained on)."""
-    return [generate(SYNTH_EVAL_SEED, i) for i in range(n)]
-
-
-def validation_maps(n: int) -> list[SynthMap]:
-    """The first ``n`` synthetic validation maps (stream SYNTH_VAL_SEED: model selection, never reported)."""
-    return [generate(SYNTH_VAL_SEED, i) for i in range(n)]
 
 
 def die_masks(model: WaferModel, maps: list[SynthMap]) -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -274,6 +274,16 @@ def generate_many(
     ]
 
 
+def validation_maps(n: int) -> list[SynthMap]:
+    """The first ``n`` synthetic validation maps (stream SYNTH_VAL_SEED: model selection, never reported)."""
+    return generate_many(SYNTH_VAL_SEED, n)
+
+
+def evaluation_maps(n: int) -> list[SynthMap]:
+    """The first ``n`` synthetic evaluation maps (stream SYNTH_EVAL_SEED, never trained on)."""
+    return generate_many(SYNTH_EVAL_SEED, n)
+
+
 def wafer_target(patterns: tuple[str, ...]) -> np.ndarray:
     """Multi-hot float32 target over PATTERNS; ``none`` is set only for an empty set."""
     t = np.zeros(len(PATTERNS), dtype=np.float32)

@@ -17,7 +17,7 @@ and ratios. Asserts nothing.
   on a CPU without native bfloat16 that variant is emulated and slow, and
   ``auto`` would not pick it).
 
-    python scripts/bench_train_step.py [--steps 24] [--batch 32] [--encoder E] [--region-head] [--input-skip]
+    python scripts/bench_train_step.py [--steps 24] [--batch 32] [--encoder E] [--[no-]region-head] [--[no-]input-skip]
 """
 
 from __future__ import annotations
@@ -142,13 +142,14 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=24, help="Timed steps per variant.")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--encoder", default=None, help="Encoder (default: TrainConfig's).")
-    ap.add_argument("--region-head", action="store_true", help="With the region planes.")
-    ap.add_argument("--input-skip", action="store_true", help="With the full-resolution input skip.")
+    # Unset: ModelConfig's default (the region planes are on since v23, so a plain flag could not turn them off).
+    ap.add_argument("--region-head", action=argparse.BooleanOptionalAction, help="With the region planes.")
+    ap.add_argument("--input-skip", action=argparse.BooleanOptionalAction,
+                    help="With the full-resolution input skip.")
     args = ap.parse_args()
     cfg = TrainConfig()
-    model = replace(cfg.model, encoder=args.encoder or cfg.model.encoder,
-                    region_head=args.region_head or cfg.model.region_head,
-                    input_skip=args.input_skip or cfg.model.input_skip)
+    chosen = {"encoder": args.encoder, "region_head": args.region_head, "input_skip": args.input_skip}
+    model = replace(cfg.model, **{k: v for k, v in chosen.items() if v is not None})
     cfg = replace(cfg, model=model)
     real_share = cfg.real_per_epoch / (cfg.real_per_epoch + cfg.synth_per_epoch)
     synthetic = full_batches(cfg, args.batch, args.steps, 0.0)

@@ -57,10 +57,9 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from ml.data import WaferSet
-from ml.evaluate import validation_maps
 from ml.metrics import MaskOverlap, confusion, macro_f1, per_class
 from ml.serving import die_labels_from_probs, run_bucketed
-from ml.synth import SYNTH_TRAIN_SEED, SynthMap, generate_many, wafer_target
+from ml.synth import SYNTH_TRAIN_SEED, SynthMap, generate_many, validation_maps, wafer_target
 from ml.taxonomy import DEFECT_PATTERNS, PATTERNS
 from ml.training.batches import Sample, build_augment, iter_batches
 from ml.training.losses import Losses
@@ -219,8 +218,9 @@ def train(
 
     Returns the path of the best checkpoint. With ``resume``, continues from
     ``out_dir/last.pt`` (trained and averaged weights, optimiser, schedule,
-    RNG and history, and, unless ``cfg`` asks for one, its precision). A checkpoint's ``model`` is the weight average (what is
-    validated and exported); ``last.pt`` also keeps the trained weights.
+    RNG and history, and, unless ``cfg`` asks for one, its precision). A
+    checkpoint's ``model`` is the weight average (what is validated and
+    exported); ``last.pt`` also keeps the trained weights.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -15,10 +15,10 @@ from PIL import Image
 
 from ml.cli import ML_COMMANDS, GraphScore, evaluate_cmd, int8_earns_it, predict_cmd, train_cmd
 from ml.data import TRAIN_FILE, fit_calib_split, load_die_map, load_npz, stratified_split
-from ml.evaluate import evaluate_synthetic, evaluation_maps, overlap_breakdown
+from ml.evaluate import evaluate_synthetic, overlap_breakdown
 from ml.metrics import MaskOverlap
 from ml.serving import WaferModel
-from ml.synth import SynthMap, generate
+from ml.synth import SynthMap, evaluation_maps, generate
 from ml.taxonomy import PATTERNS
 
 

@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 
 import ml.synth
-from ml.evaluate import SYNTH_EVAL_MAPS, evaluation_maps
+from ml.evaluate import SYNTH_EVAL_MAPS
 from ml.synth import (
     MIXABLE,
     PRECEDENCE,
     RANDOM,
     REGION_PATTERNS,
     SYNTH_EVAL_SEED,
+    evaluation_maps,
     generate,
     generate_many,
     wafer_target,
