@@ -205,18 +205,25 @@ TTA_VIEW_COUNTS: tuple[int, ...] = (1, 2, 4, 8)
 TTA_MIN_GAIN = 0.002
 #: Issue #3's latency bar: ms per wafer at batch 8 for maps <= 64x64, views included.
 LATENCY_BAR_MS = 10.0
+#: The share of that bar the ship step's own timing may use for views. Why
+#: a margin: the bar is a promise about ``scripts/bench_model.py`` on any
+#: development host, and the ship step times one host at one moment. Hosts
+#: have measured up to 3x apart, and for v26 eight views timed 8.5 ms in
+#: the ship step and 9.2 ms (p99 10.0) in the benchmark script an hour later.
+TTA_LATENCY_SHARE = 0.5
 
 
 def tta_views_that_earn_it(iou: dict[int, float | None], ms: dict[int, float]) -> int:
     """The view count to ship, from each count's validation mean IoU and batch-8 latency.
 
-    Among the counts inside the latency bar, the fewest whose IoU is within
+    Among the counts inside ``TTA_LATENCY_SHARE`` of the latency bar, the fewest whose IoU is within
     ``TTA_MIN_GAIN`` of the best; one view unless that beats one view by
     ``TTA_MIN_GAIN`` too. Why fewest: every view costs a full forward pass
     in every inference worker, and beyond four views the IoU measured on v22
     stopped rising (docs/model.md).
     """
-    scored = {v: i for v, i in iou.items() if i is not None and ms[v] <= LATENCY_BAR_MS}
+    budget = TTA_LATENCY_SHARE * LATENCY_BAR_MS
+    scored = {v: i for v, i in iou.items() if i is not None and ms[v] <= budget}
     if 1 not in scored:
         return 1
     best = max(scored.values())
@@ -378,10 +385,11 @@ def train_cmd(
 ) -> None:
     """Train the wafer model.
 
-    The defaults are the shipped model's recipe, 60 epochs or 42 minutes,
-    whichever ends first (v23: 55 epochs in 42 minutes on a 2-core CPU
-    with bfloat16); the shipped model's exact command is its card's
-    ``reproduce`` field (docs/model.md).
+    The defaults train 60 epochs or 42 minutes, whichever ends first (v23,
+    the shipped model until 2026-12-05: 55 epochs in 42 minutes on a 2-core
+    CPU with bfloat16). The shipped model v26 adds ``--decoder-channels
+    128,64,32,32 --epochs 72`` (66 epochs in 41 minutes); a shipped model's
+    exact command is its card's ``reproduce`` field (docs/model.md).
     """
     import dataclasses
 

@@ -243,12 +243,15 @@ def test_ship_writes_a_card_that_describes_the_shipped_graph(  # type: ignore[no
     [
         ({1: 0.837, 2: 0.841, 4: 0.844, 8: 0.8445}, {1: 1.1, 2: 2.2, 4: 4.4, 8: 8.8}, 4),
         ({1: 0.837, 2: 0.841, 4: 0.844, 8: 0.849}, {1: 1.1, 2: 2.2, 4: 4.4, 8: 10.5}, 4),  # 8 over the bar
+        # v26: 8 views timed 8.5 ms, inside the bar but not inside half of it
+        ({1: 0.8382, 2: 0.8429, 4: 0.8442, 8: 0.8465}, {1: 0.92, 2: 2.07, 4: 4.16, 8: 8.49}, 2),
+        ({1: 0.837, 2: 0.841, 4: 0.844, 8: 0.849}, {1: 1.1, 2: 2.2, 4: 5.2, 8: 10.4}, 2),  # 4 over half the bar
         ({1: 0.837, 2: 0.8385, 4: 0.838, 8: 0.839}, {1: 1.1, 2: 2.2, 4: 4.4, 8: 8.8}, 1),  # gains < 0.002
         ({1: 0.837, 2: 0.8395, 4: 0.838, 8: 0.8375}, {1: 1.1, 2: 2.2, 4: 4.4, 8: 8.8}, 2),
         ({1: None, 2: None, 4: None, 8: None}, {1: 1.1, 2: 2.2, 4: 4.4, 8: 8.8}, 1),  # no pattern occurred
     ],
 )
-def test_test_time_views_are_the_fewest_near_the_best_inside_the_latency_bar(
+def test_test_time_views_are_the_fewest_near_the_best_inside_half_the_latency_bar(
     iou: dict[int, float | None], ms: dict[int, float], views: int
 ) -> None:
     from ml.cli import tta_views_that_earn_it
