@@ -216,9 +216,9 @@ TTA_LATENCY_SHARE = 0.5
 def tta_views_that_earn_it(iou: dict[int, float | None], ms: dict[int, float]) -> int:
     """The view count to ship, from each count's validation mean IoU and batch-8 latency.
 
-    Among the counts inside ``TTA_LATENCY_SHARE`` of the latency bar, the fewest whose IoU is within
-    ``TTA_MIN_GAIN`` of the best; one view unless that beats one view by
-    ``TTA_MIN_GAIN`` too. Why fewest: every view costs a full forward pass
+    Among the counts inside ``TTA_LATENCY_SHARE`` of the latency bar, the
+    fewest whose IoU is within ``TTA_MIN_GAIN`` of the best; one view unless
+    that beats one view by ``TTA_MIN_GAIN`` too. Why fewest: every view costs a full forward pass
     in every inference worker, and beyond four views the IoU measured on v22
     stopped rising (docs/model.md).
     """
